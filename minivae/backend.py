@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from minivae.errors import UserError
+
 BACKENDS = ("numpy", "cupy")
 DTYPES = ("float32", "float64")
-
-
-from minivae.errors import UserError
 
 
 class BackendError(UserError):

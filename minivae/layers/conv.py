@@ -1,0 +1,202 @@
+"""2-D convolution and transposed convolution as one matrix product each (im2col / col2im).
+
+im2col turns every kH x kW window of the input into a column, so a convolution becomes
+
+    y = W_mat @ cols        W_mat: (C_out, C_in*kH*kW),  cols: (C_in*kH*kW, N*H_out*W_out)
+
+The loops below run over the kH*kW kernel offsets (9 for a 3x3 kernel), never over pixels or over
+the batch: offset (i, j) reads the strided slice x[:, :, i : i + s*H_out : s, j : j + s*W_out : s].
+col2im is its adjoint: it adds each column entry back onto the pixel it came from, which is exactly
+the backward of im2col, and also the forward of a transposed convolution.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from minivae.backend import get_array_module, resolve_dtype
+from minivae.layers.init import init_weight_bias
+from minivae.layers.module import Module, pad2d
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """PyTorch's Conv2d size formula: floor((size + 2p - k) / s) + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def conv_transpose_output_size(size: int, kernel: int, stride: int, padding: int, output_padding: int) -> int:
+    """PyTorch's ConvTranspose2d size formula: (size - 1) s - 2p + k + output_padding."""
+    return (size - 1) * stride - 2 * padding + kernel + output_padding
+
+
+def im2col(x: Any, kh: int, kw: int, sh: int, sw: int) -> Any:
+    """x: (N, C, H, W), already padded -> cols: (C*kh*kw, N*Ho*Wo), rows ordered (c, i, j)."""
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    cols = xp.empty((c, kh, kw, n, ho, wo), dtype=x.dtype)
+    xt = x.transpose(1, 0, 2, 3)  # (C, N, H, W): a view, so each slice copies straight into place
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, i, j] = xt[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw]
+    return cols.reshape(c * kh * kw, n * ho * wo)
+
+
+def col2im(cols: Any, x_shape: tuple[int, int, int, int], kh: int, kw: int, sh: int, sw: int) -> Any:
+    """Adjoint of im2col: cols (C*kh*kw, N*Ho*Wo) -> x (N, C, H, W), overlapping entries summed."""
+    xp = get_array_module(cols)
+    n, c, h, w = x_shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    cols = cols.reshape(c, kh, kw, n, ho, wo)
+    xt = xp.zeros((c, n, h, w), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            xt[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw] += cols[:, i, j]
+    return xt.transpose(1, 0, 2, 3)  # (N, C, H, W)
+
+
+class _ConvBase(Module):
+    """Shared parameter set-up for Conv2d and ConvTranspose2d."""
+
+    def __init__(self, weight_shape, n_bias, kernel_size, stride, padding, bias, init, rng, dtype) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
+        rng = rng if rng is not None else np.random.default_rng()
+        w, b = init_weight_bias(weight_shape, n_bias, init, rng, resolve_dtype(dtype))
+        self._set_param("weight", w)
+        if bias:
+            self._set_param("bias", b)
+
+    def _add_bias(self, y: Any) -> Any:
+        if "bias" in self.params:
+            y += self.params["bias"].reshape(1, -1, 1, 1)
+        return y
+
+    def _bias_grad(self, dy: Any) -> None:
+        if "bias" in self.params:
+            self.grads["bias"][...] = dy.sum(axis=(0, 2, 3))
+
+
+class Conv2d(_ConvBase):
+    """torch.nn.Conv2d (dilation 1, groups 1).   x: (N, C_in, H, W) -> y: (N, C_out, H_out, W_out).
+
+    weight: (C_out, C_in, kH, kW); bias: (C_out,); H_out = floor((H + 2p - kH) / s) + 1.
+    y[n, o] = b[o] + sum_{c,i,j} W[o, c, i, j] * x_pad[n, c, s*h + i, s*w + j]  (a cross-correlation).
+    Caches cols = im2col(x_pad). Backward:  dW = dy_mat @ cols.T;  dx = col2im(W_mat.T @ dy_mat).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        bias: bool = True,
+        init: str = "pytorch",
+        rng: np.random.Generator | None = None,
+        dtype: Any = "float32",
+    ) -> None:
+        kh, kw = _pair(kernel_size)
+        shape = (out_channels, in_channels, kh, kw)
+        super().__init__(shape, out_channels, kernel_size, stride, padding, bias, init, rng, dtype)
+        self.in_channels, self.out_channels = in_channels, out_channels
+
+    def forward(self, x: Any) -> Any:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        n = x.shape[0]
+        x_pad = pad2d(x, (pw, pw, ph, ph))
+        ho = conv_output_size(x.shape[2], kh, sh, ph)
+        wo = conv_output_size(x.shape[3], kw, sw, pw)
+        self.x_pad_shape = x_pad.shape
+        self.cols = im2col(x_pad, kh, kw, sh, sw)  # (C_in*kh*kw, N*Ho*Wo)
+        w_mat = self.params["weight"].reshape(self.out_channels, -1)  # (C_out, C_in*kh*kw)
+        y = (w_mat @ self.cols).reshape(self.out_channels, n, ho, wo).transpose(1, 0, 2, 3)
+        return self._add_bias(y)  # (N, C_out, Ho, Wo)
+
+    def backward(self, dy: Any) -> Any:  # dy: (N, C_out, Ho, Wo)
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        dy_mat = dy.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)  # (C_out, N*Ho*Wo)
+        self.grads["weight"][...] = (dy_mat @ self.cols.T).reshape(self.params["weight"].shape)
+        self._bias_grad(dy)
+        w_mat = self.params["weight"].reshape(self.out_channels, -1)
+        dx_pad = col2im(w_mat.T @ dy_mat, self.x_pad_shape, kh, kw, sh, sw)
+        return pad2d(dx_pad, (-pw, -pw, -ph, -ph))  # drop the padding's gradient
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}"
+        )
+
+
+class ConvTranspose2d(_ConvBase):
+    """torch.nn.ConvTranspose2d (dilation 1, groups 1).   x: (N, C_in, H, W) -> y: (N, C_out, H_out, W_out).
+
+    weight: (C_in, C_out, kH, kW); bias: (C_out,); H_out = (H - 1) s - 2p + kH + output_padding.
+    It is the backward (adjoint) of a Conv2d with the same weight: each input pixel scatters
+    W[c] * x[n, c, h, w] onto a kH x kW patch of the "full" output at (s*h, s*w), i.e.
+        full = col2im(W_mat.T @ x_mat),  full: (N, C_out, (H-1)s + kH, ...),
+    and the result keeps rows [p, p + H_out) of it (output_padding adds rows past the end, zero before
+    the bias). Backward is therefore a plain convolution: dx = W_mat @ im2col(d_full).
+    Caches x_mat, the input as (C_in, N*H*W).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        output_padding: int | tuple[int, int] = 0,
+        bias: bool = True,
+        init: str = "pytorch",
+        rng: np.random.Generator | None = None,
+        dtype: Any = "float32",
+    ) -> None:
+        kh, kw = _pair(kernel_size)
+        shape = (in_channels, out_channels, kh, kw)
+        super().__init__(shape, out_channels, kernel_size, stride, padding, bias, init, rng, dtype)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.output_padding = _pair(output_padding)
+        oph, opw = self.output_padding
+        if oph >= self.stride[0] or opw >= self.stride[1]:
+            raise ValueError(
+                f"output_padding {self.output_padding} must be smaller than stride {self.stride}"
+            )
+
+    def _full_shape(self, n: int, h: int, w: int) -> tuple[int, int, int, int]:
+        """The scatter target: the full output plus output_padding rows/cols at the end."""
+        (kh, kw), (sh, sw), (oph, opw) = self.kernel_size, self.stride, self.output_padding
+        return n, self.out_channels, (h - 1) * sh + kh + oph, (w - 1) * sw + kw + opw
+
+    def forward(self, x: Any) -> Any:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        n, _, h, w = x.shape
+        self.in_hw = (h, w)
+        self.x_mat = x.transpose(1, 0, 2, 3).reshape(self.in_channels, -1)  # (C_in, N*H*W)
+        w_mat = self.params["weight"].reshape(self.in_channels, -1)  # (C_in, C_out*kh*kw)
+        full = col2im(w_mat.T @ self.x_mat, self._full_shape(n, h, w), kh, kw, sh, sw)
+        return self._add_bias(pad2d(full, (-pw, -pw, -ph, -ph)))  # keep [p, p + H_out)
+
+    def backward(self, dy: Any) -> Any:  # dy: (N, C_out, H_out, W_out)
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        self._bias_grad(dy)
+        cols = im2col(pad2d(dy, (pw, pw, ph, ph)), kh, kw, sh, sw)  # (C_out*kh*kw, N*H*W)
+        self.grads["weight"][...] = (self.x_mat @ cols.T).reshape(self.params["weight"].shape)
+        w_mat = self.params["weight"].reshape(self.in_channels, -1)
+        dx_mat = w_mat @ cols  # (C_in, N*H*W)
+        return dx_mat.reshape(self.in_channels, dy.shape[0], *self.in_hw).transpose(1, 0, 2, 3)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, output_padding={self.output_padding}"
+        )

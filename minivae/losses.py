@@ -1,0 +1,115 @@
+"""Losses, each returning its value and its gradients.
+
+Reductions (PyTorch's names):
+- "batchmean": sum over every axis but the batch, then mean over the batch. The standard ELBO units:
+  nats per image, e.g. BCE summed over 784 pixels plus KL summed over the latents.
+- "mean": mean over every element (Keras's binary_crossentropy, the seed study's pixel-mean BCE).
+- "sum": sum over everything.
+- "none": elementwise, no reduction (the gradient returned is then d(sum of elements)).
+
+The VAE loss comes in two forms:
+- "elbo":  BCE_sum + beta * KL_sum, per image, averaged over the batch (the negative ELBO when beta = 1).
+- "seed":  mean-over-pixels BCE + beta_seed * mean over latents of -(1 + logvar - mu^2 - exp(logvar)),
+  the Keras study's form (beta_seed = 0.0005). Multiplying it by the pixel count P = 784 shows it is
+  the "elbo" form with an effective beta of 2 * P * beta_seed / latent: it changes with the latent size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from minivae.backend import get_array_module
+
+REDUCTIONS = ("batchmean", "mean", "sum", "none")
+LOSS_FORMS = ("elbo", "seed")
+SEED_BETA = 0.0005
+
+
+def _reduce(elems: Any, reduction: str) -> tuple[Any, float]:
+    """(reduced value, scale) where d(value)/d(elems) = scale for every element."""
+    if reduction == "batchmean":
+        return elems.sum() / elems.shape[0], 1.0 / elems.shape[0]
+    if reduction == "mean":
+        return elems.mean(), 1.0 / elems.size
+    if reduction == "sum":
+        return elems.sum(), 1.0
+    if reduction == "none":
+        return elems, 1.0
+    raise ValueError(f"unknown reduction {reduction!r}: choose one of {', '.join(REDUCTIONS)}")
+
+
+def bce_with_logits(logits: Any, target: Any, reduction: str = "batchmean") -> tuple[Any, Any]:
+    """Binary cross-entropy of sigmoid(logits) against targets in [0, 1]; (loss, dlogits).
+
+    -[t log s(x) + (1 - t) log(1 - s(x))] = max(x, 0) - x t + log(1 + exp(-|x|)),
+    finite and exact for any logit (no log(0), no overflow).   d/dx = s(x) - t.
+    """
+    xp = get_array_module(logits)
+    e = xp.exp(-xp.abs(logits))  # in (0, 1]: never overflows
+    elems = xp.maximum(logits, 0) - logits * target + xp.log1p(e)
+    value, scale = _reduce(elems, reduction)
+    s = xp.where(logits >= 0, 1.0, e) / (1.0 + e)  # sigmoid(logits), as in layers.activations.sigmoid
+    return value, (s - target) * scale
+
+
+def mse(pred: Any, target: Any, reduction: str = "mean") -> tuple[Any, Any]:
+    """Squared error (pred - t)^2; (loss, dpred) with dpred = 2 (pred - t) * scale."""
+    diff = pred - target
+    value, scale = _reduce(diff * diff, reduction)
+    return value, 2.0 * diff * scale
+
+
+def kl_normal(mu: Any, logvar: Any, beta: float = 1.0, reduction: str = "batchmean") -> tuple[Any, Any, Any]:
+    """beta * KL( N(mu, exp(logvar)) || N(0, I) ); (loss, dmu, dlogvar).
+
+    Per latent unit: KL = 0.5 (exp(logvar) + mu^2 - 1 - logvar), exactly 0 at mu = 0, logvar = 0.
+    d/dmu = beta mu,   d/dlogvar = 0.5 beta (exp(logvar) - 1)   (times the reduction's scale).
+    """
+    xp = get_array_module(mu)
+    var = xp.exp(logvar)
+    elems = 0.5 * (var + mu * mu - 1.0 - logvar)
+    value, scale = _reduce(elems, reduction)
+    return beta * value, (beta * scale) * mu, (0.5 * beta * scale) * (var - 1.0)
+
+
+@dataclass
+class VAELoss:
+    """One evaluation of the VAE loss: the total, its two parts (in the form's own units) and grads."""
+
+    total: Any
+    recon: Any
+    kl: Any
+    dlogits: Any
+    dmu: Any
+    dlogvar: Any
+
+
+def effective_beta(form: str, beta: float, latent: int, n_pixels: int = 784) -> float:
+    """The beta in standard ELBO units that a loss form's beta amounts to."""
+    if form == "elbo":
+        return beta
+    if form == "seed":
+        return 2.0 * n_pixels * beta / latent
+    raise ValueError(f"unknown loss form {form!r}: choose one of {', '.join(LOSS_FORMS)}")
+
+
+def vae_loss(logits: Any, x: Any, mu: Any, logvar: Any, beta: float = 1.0, form: str = "elbo") -> VAELoss:
+    """The beta-VAE loss and its gradients with respect to logits, mu and logvar.
+
+    logits, x: (N, ...) with x in [0, 1];  mu, logvar: (N, latent).
+    "elbo": recon = BCE summed per image (nats), kl = KL summed per image, total = recon + beta kl,
+            all averaged over the batch.
+    "seed": recon = BCE averaged over pixels, kl = mean over latents of -(1 + logvar - mu^2 - exp(logvar))
+            (= 2 KL / latent), total = recon + beta kl, averaged over the batch.
+    """
+    if form == "elbo":
+        recon, dlogits = bce_with_logits(logits, x, "batchmean")
+        kl, dmu, dlogvar = kl_normal(mu, logvar, 1.0, "batchmean")
+    elif form == "seed":
+        recon, dlogits = bce_with_logits(logits, x, "mean")
+        # -(1 + logvar - mu^2 - exp(logvar)) = 2 * KL per unit; its mean over (N, latent) is "mean" x 2
+        kl, dmu, dlogvar = kl_normal(mu, logvar, 2.0, "mean")
+    else:
+        raise ValueError(f"unknown loss form {form!r}: choose one of {', '.join(LOSS_FORMS)}")
+    return VAELoss(recon + beta * kl, recon, kl, dlogits, beta * dmu, beta * dlogvar)

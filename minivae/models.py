@@ -1,0 +1,178 @@
+"""The VAE models: an encoder to (mu, logvar), the reparameterization, a decoder to pixel logits.
+
+    x (N, 1, 28, 28) -> encoder -> h -> fc_mu, fc_logvar -> (mu, logvar)   (N, latent) each
+    z = mu + exp(0.5 logvar) * eps
+    z -> decoder -> logits (N, 1, 28, 28);   the reconstruction is sigmoid(logits)
+
+The decoder stops at logits: the loss takes BCE on logits (exact for any value), and the images are
+sigmoid(logits), the seed study's sigmoid output layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from minivae.errors import UserError
+from minivae.layers import (
+    Conv2d,
+    ConvTranspose2d,
+    Flatten,
+    LeakyReLU,
+    Linear,
+    Module,
+    ReLU,
+    Reshape,
+    Sequential,
+    ZeroPad2d,
+    sigmoid,
+)
+from minivae.reparam import Reparameterize
+
+ARCHS = ("mlp", "conv")
+BOTTLENECKS = ("relu", "leaky_relu")
+IMAGE_SHAPE = (1, 28, 28)
+
+
+class VAE(Module):
+    """encoder -> (fc_mu, fc_logvar) -> reparameterize -> decoder. Children named as in PyTorch."""
+
+    def __init__(
+        self, encoder: Module, fc_mu: Linear, fc_logvar: Linear, decoder: Module, input_shape=IMAGE_SHAPE
+    ) -> None:
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        self.encoder, self.fc_mu, self.fc_logvar, self.decoder = encoder, fc_mu, fc_logvar, decoder
+        self.latent = fc_mu.out_features
+        self.reparam = Reparameterize()
+
+    def children(self) -> Iterator[tuple[str, Module]]:
+        yield from (("encoder", self.encoder), ("fc_mu", self.fc_mu), ("fc_logvar", self.fc_logvar))
+        yield ("decoder", self.decoder)
+
+    def check_input(self, x: Any) -> None:
+        """A clear error for an input the model cannot take (cheap: shape and dtype only)."""
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise UserError(
+                f"the model expects images of shape (N, {', '.join(map(str, self.input_shape))}), "
+                f"got {tuple(x.shape)}; "
+                "use minivae.data.as_nchw(images) on (N, 28, 28) or (N, 784) arrays"
+            )
+        dtype = self.fc_mu.params["weight"].dtype
+        if x.dtype != dtype:
+            raise UserError(f"the model holds {dtype} weights but got {x.dtype} images; cast with .astype")
+
+    def encode(self, x: Any) -> tuple[Any, Any]:
+        """x: (N, 1, 28, 28) -> mu, logvar: (N, latent)."""
+        h = self.encoder.forward(x)
+        return self.fc_mu.forward(h), self.fc_logvar.forward(h)
+
+    def decode(self, z: Any) -> Any:
+        """z: (N, latent) -> logits (N, 1, 28, 28)."""
+        return self.decoder.forward(z)
+
+    def forward(self, x: Any, eps: Any = None, rng: Any = None) -> tuple[Any, Any, Any]:  # type: ignore[override]
+        """x -> (logits, mu, logvar). Give eps (N, latent) to fix the noise, or rng to draw it."""
+        self.check_input(x)
+        mu, logvar = self.encode(x)
+        z = self.reparam.forward(mu, logvar, eps, rng)
+        return self.decode(z), mu, logvar
+
+    def backward(self, dlogits: Any, dmu: Any, dlogvar: Any) -> Any:  # type: ignore[override]
+        """Back through decoder, reparameterization and both heads; returns dL/dx.
+
+        mu and logvar get gradient from two places: the loss's KL term (dmu, dlogvar given here) and,
+        through z, the reconstruction term.
+        """
+        dz = self.decoder.backward(dlogits)
+        dmu_z, dlogvar_z = self.reparam.backward(dz)
+        dh = self.fc_mu.backward(dmu + dmu_z) + self.fc_logvar.backward(dlogvar + dlogvar_z)
+        return self.encoder.backward(dh)
+
+    def reconstruct(self, x: Any, sample: bool = False, rng: Any = None) -> Any:
+        """sigmoid(decode(z)) with z = mu (sample=False) or z ~ q(z|x) (sample=True): images in [0, 1]."""
+        mu, logvar = self.encode(x)
+        if sample:
+            mu = self.reparam.forward(mu, logvar, rng=rng)
+        return sigmoid(self.decode(mu))
+
+    def bottleneck_alive(self, x: Any) -> Any:
+        """Which units of the encoder output (the conv model's 32-unit bottleneck) are positive for some image."""
+        h = self.encoder.forward(x)
+        return (h > 0).any(axis=0)  # a ReLU unit is dead when no image makes it positive
+
+
+def mlp_vae(latent: int = 20, hidden: int = 400, init: str = "pytorch", rng=None, dtype="float32") -> VAE:
+    """PyTorch's example VAE: 784 -> hidden -> (mu, logvar) -> hidden -> 784, ReLU."""
+    rng = rng if rng is not None else np.random.default_rng()
+    kw = {"init": init, "rng": rng, "dtype": dtype}
+    encoder = Sequential(Flatten(), Linear(784, hidden, **kw), ReLU())
+    fc_mu, fc_logvar = Linear(hidden, latent, **kw), Linear(hidden, latent, **kw)
+    decoder = Sequential(
+        Linear(latent, hidden, **kw), ReLU(), Linear(hidden, 784, **kw), Reshape(*IMAGE_SHAPE)
+    )
+    return VAE(encoder, fc_mu, fc_logvar, decoder)
+
+
+def conv_vae(
+    latent: int = 15, init: str = "glorot", bottleneck: str = "relu", rng=None, dtype="float32"
+) -> VAE:
+    """The seed study's Keras model, layer for layer, with Keras's 'same' padding reproduced exactly.
+
+    encoder: (1,28,28) Conv 1->32 3x3 same -> (32,28,28) -> pad (0,1,0,1), Conv 32->64 3x3 stride 2
+             -> (64,14,14) -> Conv 64->64 same -> Conv 64->64 same -> Flatten 12,544 -> Linear 32
+             (all followed by ReLU; `bottleneck` picks the activation after the Linear 32)
+    decoder: Linear latent -> 12,544, ReLU -> (64,14,14) -> ConvTranspose 64->32 3x3 stride 2 -> (32,29,29)
+             -> keep [0, 28) as Keras does -> ReLU -> ConvTranspose 32->1 3x3 same -> logits (1,28,28)
+    714,559 parameters at latent 15.
+    """
+    if bottleneck not in BOTTLENECKS:
+        raise ValueError(f"unknown bottleneck {bottleneck!r}: choose one of {', '.join(BOTTLENECKS)}")
+    rng = rng if rng is not None else np.random.default_rng()
+    kw = {"init": init, "rng": rng, "dtype": dtype}
+    encoder = Sequential(
+        Conv2d(1, 32, 3, padding=1, **kw),
+        ReLU(),  # (32, 28, 28)
+        ZeroPad2d((0, 1, 0, 1)),
+        Conv2d(32, 64, 3, stride=2, **kw),
+        ReLU(),  # (64, 14, 14)
+        Conv2d(64, 64, 3, padding=1, **kw),
+        ReLU(),
+        Conv2d(64, 64, 3, padding=1, **kw),
+        ReLU(),
+        Flatten(),
+        Linear(64 * 14 * 14, 32, **kw),  # (12544,) -> (32,)
+        ReLU() if bottleneck == "relu" else LeakyReLU(),
+    )
+    fc_mu, fc_logvar = Linear(32, latent, **kw), Linear(32, latent, **kw)
+    decoder = Sequential(
+        Linear(latent, 64 * 14 * 14, **kw),
+        ReLU(),
+        Reshape(64, 14, 14),
+        ConvTranspose2d(64, 32, 3, stride=2, **kw),  # (32, 29, 29)
+        ZeroPad2d((0, -1, 0, -1)),
+        ReLU(),  # (32, 28, 28): Keras keeps rows/cols [0, 28)
+        ConvTranspose2d(32, 1, 3, padding=1, **kw),  # (1, 28, 28) logits
+    )
+    return VAE(encoder, fc_mu, fc_logvar, decoder)
+
+
+def build_model(
+    arch: str,
+    latent: int,
+    *,
+    hidden: int = 400,
+    init: str | None = None,
+    bottleneck: str = "relu",
+    seed: int | None = 0,
+    dtype: Any = "float32",
+) -> VAE:
+    """A model by name, initialised from `seed` on the host (same weights on every backend)."""
+    rng = np.random.default_rng(seed)
+    if arch == "mlp":
+        return mlp_vae(latent, hidden, init or "pytorch", rng, dtype)
+    if arch == "conv":
+        return conv_vae(latent, init or "glorot", bottleneck, rng, dtype)
+    raise ValueError(f"unknown arch {arch!r}: choose one of {', '.join(ARCHS)}")

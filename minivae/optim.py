@@ -1,0 +1,111 @@
+"""Optimizers. Each owns its state, keyed by parameter name, and updates the parameters in place
+(so CuPy arrays stay on the GPU). They take a model's ``named_parameters()``: (name, param, grad)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from minivae.backend import get_array_module, to_numpy
+
+
+class Optimizer:
+    def __init__(self, named_parameters: Iterable[tuple[str, Any, Any]], lr: float) -> None:
+        if not lr > 0:
+            raise ValueError(f"learning rate must be > 0, got {lr}")
+        self.lr = lr
+        self.named = list(named_parameters)
+        self.state: dict[str, dict[str, Any]] = {name: {} for name, _, _ in self.named}
+        self.t = 0
+
+    def step(self) -> None:
+        self.t += 1
+        for name, p, g in self.named:
+            self._update(self.state[name], p, g)
+
+    def _update(self, state: dict[str, Any], p: Any, g: Any) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host copies of the state: {"t": step, "<param>.<buffer>": array}."""
+        out = {"t": np.array(self.t)}
+        for name, buffers in self.state.items():
+            out.update({f"{name}.{k}": np.array(to_numpy(v)) for k, v in buffers.items()})
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.t = int(state["t"])
+        for name, p, _ in self.named:
+            xp = get_array_module(p)
+            self.state[name] = {
+                k[len(name) + 1 :]: xp.array(v, dtype=p.dtype)  # a copy: never share buffers
+                for k, v in state.items()
+                if k.startswith(name + ".") and k[len(name) + 1 :] in self.buffers
+            }
+
+    buffers: tuple[str, ...] = ()
+
+
+class SGD(Optimizer):
+    """torch.optim.SGD: buf = momentum * buf + g (buf = g at the first step);  p -= lr * buf."""
+
+    buffers = ("momentum_buffer",)
+
+    def __init__(self, named_parameters, lr: float = 1e-2, momentum: float = 0.0) -> None:
+        super().__init__(named_parameters, lr)
+        self.momentum = momentum
+
+    def _update(self, state, p, g) -> None:
+        if self.momentum == 0:
+            p -= self.lr * g
+            return
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = g.copy()
+        else:
+            buf = state["momentum_buffer"]
+            buf *= self.momentum
+            buf += g
+        p -= self.lr * state["momentum_buffer"]
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) as torch.optim.Adam computes it:
+
+        m = b1 m + (1 - b1) g            v = b2 v + (1 - b2) g^2
+        p -= lr / (1 - b1^t) * m / ( sqrt(v) / sqrt(1 - b2^t) + eps )
+
+    keras_epsilon=True gives Keras's form instead: eps is added to the *uncorrected* sqrt(v),
+    p -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps), which is PyTorch's update with
+    eps_t = eps / sqrt(1 - b2^t) (about 3.2e-6 at step 1 for eps = 1e-7): larger early on, it damps
+    the first steps of parameters whose gradients are tiny. Keras's default eps is 1e-7.
+    """
+
+    buffers = ("exp_avg", "exp_avg_sq")
+
+    def __init__(
+        self,
+        named_parameters,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        keras_epsilon: bool = False,
+    ) -> None:
+        super().__init__(named_parameters, lr)
+        self.betas, self.eps, self.keras_epsilon = betas, eps, keras_epsilon
+
+    def _update(self, state, p, g) -> None:
+        xp = get_array_module(p)
+        b1, b2 = self.betas
+        if not state:
+            state["exp_avg"], state["exp_avg_sq"] = xp.zeros_like(p), xp.zeros_like(p)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * (g * g)
+        bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
+        eps = self.eps / math.sqrt(bc2) if self.keras_epsilon else self.eps
+        p -= (self.lr / bc1) * m / (xp.sqrt(v) / math.sqrt(bc2) + eps)

@@ -1,0 +1,38 @@
+"""The reparameterization trick.
+
+Sampling z ~ N(mu, sigma^2) directly has no gradient with respect to mu or sigma. Writing the sample as
+a deterministic function of the parameters and an independent noise eps ~ N(0, I),
+
+    z = mu + exp(0.5 * logvar) * eps,
+
+moves the randomness into eps, and then
+    dz/dmu = 1,      dz/dlogvar = 0.5 * exp(0.5 * logvar) * eps = 0.5 * (z - mu).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from minivae.backend import get_array_module
+
+
+class Reparameterize:
+    """z = mu + exp(0.5 logvar) * eps.   mu, logvar: (N, latent) -> z: (N, latent).   Caches std and eps.
+
+    Pass eps to fix the noise (finite differences, evaluation); otherwise it is drawn from `rng`
+    (a numpy or cupy Generator on the arrays' backend). eps=0 gives z = mu, the deterministic path.
+    """
+
+    def forward(self, mu: Any, logvar: Any, eps: Any = None, rng: Any = None) -> Any:
+        xp = get_array_module(mu)
+        if eps is None:
+            if rng is None:
+                raise ValueError("Reparameterize.forward needs eps or rng")
+            eps = rng.standard_normal(mu.shape, dtype=mu.dtype)
+        self.std = xp.exp(0.5 * logvar)
+        self.eps = eps
+        return mu + self.std * eps
+
+    def backward(self, dz: Any) -> tuple[Any, Any]:
+        """dz: (N, latent) -> (dmu, dlogvar)."""
+        return dz, dz * self.eps * (0.5 * self.std)

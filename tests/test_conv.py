@@ -1,0 +1,110 @@
+"""The vectorised convolutions against the plain-loop references, and PyTorch's size formulas."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minivae.layers import Conv2d, ConvTranspose2d, col2im, im2col
+from minivae.layers.conv import conv_output_size, conv_transpose_output_size
+from minivae.reference import (
+    conv2d_loop,
+    conv2d_loop_backward,
+    conv_transpose2d_loop,
+    conv_transpose2d_loop_backward,
+)
+
+TOL = 1e-10
+
+
+@st.composite
+def conv_cases(draw):
+    k = draw(st.integers(1, 4))
+    s = draw(st.integers(1, 3))
+    p = draw(st.integers(0, k - 1))
+    size = draw(st.integers(max(1, k - 2 * p), 7))
+    return dict(
+        n=draw(st.integers(1, 3)),
+        cin=draw(st.integers(1, 3)),
+        cout=draw(st.integers(1, 3)),
+        h=size,
+        w=draw(st.integers(max(1, k - 2 * p), 7)),
+        k=k,
+        s=s,
+        p=p,
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_cases())
+def test_conv2d_matches_loop(c):
+    rng = np.random.default_rng(c["seed"])
+    layer = Conv2d(c["cin"], c["cout"], c["k"], stride=c["s"], padding=c["p"], rng=rng, dtype="float64")
+    x = rng.standard_normal((c["n"], c["cin"], c["h"], c["w"]))
+    y = layer.forward(x)
+    ho, wo = (conv_output_size(v, c["k"], c["s"], c["p"]) for v in (c["h"], c["w"]))
+    assert y.shape == (c["n"], c["cout"], ho, wo)
+    w, b = layer.params["weight"], layer.params["bias"]
+    np.testing.assert_allclose(y, conv2d_loop(x, w, b, c["s"], c["p"]), rtol=0, atol=TOL)
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(dy)
+    dx_ref, dw_ref, db_ref = conv2d_loop_backward(x, w, c["s"], c["p"], dy)
+    np.testing.assert_allclose(dx, dx_ref, rtol=0, atol=TOL)
+    np.testing.assert_allclose(layer.grads["weight"], dw_ref, rtol=0, atol=TOL)
+    np.testing.assert_allclose(layer.grads["bias"], db_ref, rtol=0, atol=TOL)
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_cases(), st.integers(0, 2))
+def test_conv_transpose2d_matches_loop(c, op):
+    op = min(op, c["s"] - 1)  # PyTorch requires output_padding < stride
+    rng = np.random.default_rng(c["seed"])
+    layer = ConvTranspose2d(
+        c["cin"],
+        c["cout"],
+        c["k"],
+        stride=c["s"],
+        padding=c["p"],
+        output_padding=op,
+        rng=rng,
+        dtype="float64",
+    )
+    x = rng.standard_normal((c["n"], c["cin"], c["h"], c["w"]))
+    ho, wo = (conv_transpose_output_size(v, c["k"], c["s"], c["p"], op) for v in (c["h"], c["w"]))
+    if ho <= 0 or wo <= 0:
+        return  # PyTorch refuses these too
+    y = layer.forward(x)
+    assert y.shape == (c["n"], c["cout"], ho, wo)
+    w, b = layer.params["weight"], layer.params["bias"]
+    np.testing.assert_allclose(y, conv_transpose2d_loop(x, w, b, c["s"], c["p"], op), rtol=0, atol=TOL)
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(dy)
+    dx_ref, dw_ref, db_ref = conv_transpose2d_loop_backward(x, w, c["s"], c["p"], op, dy)
+    np.testing.assert_allclose(dx, dx_ref, rtol=0, atol=TOL)
+    np.testing.assert_allclose(layer.grads["weight"], dw_ref, rtol=0, atol=TOL)
+    np.testing.assert_allclose(layer.grads["bias"], db_ref, rtol=0, atol=TOL)
+
+
+@settings(max_examples=40, deadline=None)
+@given(conv_cases())
+def test_col2im_is_the_adjoint_of_im2col(c):
+    """<im2col(x), C> = <x, col2im(C)> for all x, C: col2im is im2col's transpose, hence its backward."""
+    rng = np.random.default_rng(c["seed"])
+    shape = (c["n"], c["cin"], c["h"] + 2 * c["p"], c["w"] + 2 * c["p"])
+    if shape[2] < c["k"] or shape[3] < c["k"]:
+        return
+    x = rng.standard_normal(shape)
+    cols = im2col(x, c["k"], c["k"], c["s"], c["s"])
+    other = rng.standard_normal(cols.shape)
+    lhs = np.sum(cols * other)
+    rhs = np.sum(x * col2im(other, shape, c["k"], c["k"], c["s"], c["s"]))
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-12)
+
+
+def test_keras_same_shapes():
+    """The seed model's two stride-2 layers: 28 -> 14 and 14 -> 29 (cropped to 28 by the model)."""
+    assert conv_output_size(28 + 1, 3, 2, 0) == 14
+    assert conv_transpose_output_size(14, 3, 2, 0, 0) == 29
+    assert conv_transpose_output_size(14, 3, 2, 1, 1) == 28

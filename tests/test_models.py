@@ -1,0 +1,117 @@
+"""The VAE models: the seed architecture's shapes and parameter count, and end-to-end gradient checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minivae.errors import UserError
+from minivae.gradcheck import check_vae
+from minivae.layers import (
+    Conv2d,
+    ConvTranspose2d,
+    Flatten,
+    Linear,
+    ReLU,
+    Reshape,
+    Sequential,
+    Tanh,
+    ZeroPad2d,
+)
+from minivae.models import VAE, build_model
+
+
+def small_conv_vae(rng, latent=2):
+    """The seed model's pattern (asymmetric same padding, crop after the transposed conv) at 6 x 6."""
+    kw = {"rng": rng, "dtype": "float64"}
+    enc = Sequential(
+        Conv2d(1, 2, 3, padding=1, **kw),
+        ReLU(),
+        ZeroPad2d((0, 1, 0, 1)),
+        Conv2d(2, 3, 3, stride=2, **kw),
+        Tanh(),
+        Flatten(),
+        Linear(27, 4, **kw),
+        ReLU(),
+    )
+    dec = Sequential(
+        Linear(latent, 27, **kw),
+        ReLU(),
+        Reshape(3, 3, 3),
+        ConvTranspose2d(3, 2, 3, stride=2, **kw),
+        ZeroPad2d((0, -1, 0, -1)),
+        Tanh(),
+        ConvTranspose2d(2, 1, 3, padding=1, **kw),
+    )
+    return VAE(enc, Linear(4, latent, **kw), Linear(4, latent, **kw), dec, input_shape=(1, 6, 6))
+
+
+@pytest.mark.parametrize("form", ["elbo", "seed"])
+def test_small_conv_vae_end_to_end(form, xp, rng):
+    model = small_conv_vae(rng).to(xp)
+    x = xp.asarray(rng.random((3, 1, 6, 6)))
+    eps = xp.asarray(rng.standard_normal((3, 2)))
+    errors = check_vae(model, x, eps, beta=0.7, form=form)
+    assert len(errors) == 1 + len(list(model.named_parameters()))
+    assert max(errors.values()) <= 1e-6, errors
+
+
+def smooth(model: VAE) -> VAE:
+    """Swap every ReLU for Tanh. A full-size model has thousands of ReLUs, and a finite difference of
+    a bias moves all the units it feeds: one of them crossing 0 (a kink) spoils the estimate. Tanh
+    keeps every layer and shape and has no kink, so what is checked is the wiring and the layers."""
+    for _, child in model.children():
+        if isinstance(child, Sequential):
+            child.layers = [Tanh() if isinstance(layer, ReLU) else layer for layer in child.layers]
+    return model
+
+
+def test_mlp_vae_end_to_end(rng):
+    model = smooth(build_model("mlp", latent=3, hidden=6, seed=1, dtype="float64"))
+    x = rng.random((2, 1, 28, 28))
+    errors = check_vae(model, x, rng.standard_normal((2, 3)), per_param=40)
+    assert max(errors.values()) <= 1e-6, errors
+
+
+def test_seed_conv_vae_end_to_end_sampled(rng):
+    """The real seed architecture, float64, on random entries of every parameter."""
+    model = smooth(build_model("conv", latent=4, seed=2, dtype="float64"))
+    x = rng.random((2, 1, 28, 28))
+    errors = check_vae(model, x, rng.standard_normal((2, 4)), form="seed", per_param=4)
+    assert max(errors.values()) <= 1e-6, errors
+
+
+def test_seed_architecture_shapes_and_count():
+    model = build_model("conv", latent=15)
+    assert model.num_parameters() == 714_559
+    sizes = {k: p.size for k, p, _ in model.named_parameters()}
+    conv = [sizes[f"encoder.{i}.weight"] + sizes[f"encoder.{i}.bias"] for i in (0, 3, 5, 7)]
+    assert conv == [320, 18_496, 36_928, 36_928]
+    assert sizes["encoder.10.weight"] + sizes["encoder.10.bias"] == 401_440
+    assert sizes["fc_mu.weight"] + sizes["fc_mu.bias"] == 495
+    assert sizes["decoder.0.weight"] + sizes["decoder.0.bias"] == 200_704
+    assert sizes["decoder.3.weight"] + sizes["decoder.3.bias"] == 18_464
+    assert sizes["decoder.6.weight"] + sizes["decoder.6.bias"] == 289
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    logits, mu, logvar = model.forward(x, eps=np.zeros((2, 15), np.float32))
+    assert logits.shape == (2, 1, 28, 28) and mu.shape == logvar.shape == (2, 15)
+
+
+def test_same_seed_same_weights():
+    a, b = build_model("mlp", 5, seed=3).state_dict(), build_model("mlp", 5, seed=3).state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    c = build_model("mlp", 5, seed=4).state_dict()
+    assert not np.array_equal(a["fc_mu.weight"], c["fc_mu.weight"])
+
+
+def test_wrong_input_is_a_clear_error():
+    model = build_model("mlp", 5)
+    with pytest.raises(UserError, match=r"shape \(N, 1, 28, 28\).*as_nchw"):
+        model.forward(np.zeros((2, 784), np.float32), rng=np.random.default_rng())
+    with pytest.raises(UserError, match="float64 images"):
+        model.forward(np.zeros((2, 1, 28, 28)), rng=np.random.default_rng())
+
+
+def test_unknown_arch():
+    with pytest.raises(ValueError, match="unknown arch"):
+        build_model("resnet", 5)

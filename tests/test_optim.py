@@ -1,0 +1,72 @@
+"""Adam and SGD against their closed-form first steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minivae.optim import SGD, Adam
+
+
+def test_adam_first_step_is_lr_times_sign():
+    """At t = 1, m_hat = g and v_hat = g^2, so the step is lr * g / (|g| + eps) ~ lr * sign(g)."""
+    w = np.array([1.0, -2.0, 3.0])
+    g = np.array([0.5, -4.0, 1e-3])
+    Adam([("w", w, g)], lr=0.1).step()
+    np.testing.assert_allclose(w, np.array([1.0, -2.0, 3.0]) - 0.1 * g / (np.abs(g) + 1e-8), rtol=1e-14)
+
+
+def test_adam_two_steps_closed_form():
+    b1, b2, lr, eps = 0.9, 0.999, 0.01, 1e-8
+    w, g = np.array([0.3]), np.zeros(1)
+    opt = Adam([("w", w, g)], lr=lr)
+    g1, g2 = 0.2, -0.7
+    g[...] = g1
+    opt.step()
+    g[...] = g2
+    opt.step()
+    m = b1 * (1 - b1) * g1 + (1 - b1) * g2
+    v = b2 * (1 - b2) * g1**2 + (1 - b2) * g2**2
+    step2 = lr / (1 - b1**2) * m / (np.sqrt(v / (1 - b2**2)) + eps)
+    np.testing.assert_allclose(w, 0.3 - lr * g1 / (abs(g1) + eps) - step2, rtol=1e-12)
+
+
+def test_keras_epsilon_damps_tiny_gradients():
+    """Keras adds eps = 1e-7 to the uncorrected sqrt(v): at step 1 the effective eps is 1e-7/sqrt(1e-3)."""
+    g = np.array([1e-6])
+    w_torch, w_keras = np.zeros(1), np.zeros(1)
+    Adam([("w", w_torch, g)], lr=1.0, eps=1e-7).step()
+    Adam([("w", w_keras, g)], lr=1.0, eps=1e-7, keras_epsilon=True).step()
+    np.testing.assert_allclose(-w_torch, 1e-6 / (1e-6 + 1e-7), rtol=1e-12)
+    np.testing.assert_allclose(-w_keras, 1e-6 / (1e-6 + 1e-7 / np.sqrt(1e-3)), rtol=1e-12)
+    assert -w_keras < 0.25 < 0.9 < -w_torch
+
+
+def test_sgd_momentum_closed_form():
+    w, g = np.array([1.0]), np.zeros(1)
+    opt = SGD([("w", w, g)], lr=0.1, momentum=0.9)
+    for grad in (1.0, 2.0):
+        g[...] = grad
+        opt.step()
+    np.testing.assert_allclose(w, 1.0 - 0.1 * 1.0 - 0.1 * (0.9 * 1.0 + 2.0), rtol=1e-14)
+
+
+def test_updates_in_place_and_state_round_trip(xp):
+    """A fresh Adam given another's weights and state_dict continues exactly as the original would."""
+    w, g = xp.ones(3), xp.asarray([0.5, -0.2, 0.1])
+    ident = id(w)
+    opt = Adam([("w", w, g)], lr=0.1)
+    opt.step()
+    assert id(w) == ident and float(w[0]) < 1.0
+    w2 = w.copy()
+    opt2 = Adam([("w", w2, g)], lr=0.1)
+    opt2.load_state_dict(opt.state_dict())
+    assert opt2.t == 1
+    opt.step()
+    opt2.step()
+    np.testing.assert_array_equal(np.asarray(w.tolist()), np.asarray(w2.tolist()))
+
+
+def test_bad_learning_rate():
+    with pytest.raises(ValueError, match="learning rate"):
+        Adam([], lr=0)
