@@ -68,7 +68,7 @@ def load_mnist(
             fetch(dataset, root, source, progress=True)
             paths = stamped_files(spec, d)
         if paths is None:  # download=False, or a read-only cache where the stamp cannot be written
-            paths, notes = verify_cache(spec, d, repair=download)
+            paths, notes = verify_cache(spec, d, repair=True)  # a bad file is moved aside, never read
             if len(paths) < len(FILES):
                 raise DataError(
                     f"{dataset} is not (all) in the cache {d}: {'; '.join(notes)}. Run "
