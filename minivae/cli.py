@@ -1,16 +1,143 @@
-"""The `minivae` command line: thin argparse front-ends over the library."""
+"""The `minivae` command line: thin argparse front-ends over the library.
+
+minivae train [--preset seed] [--arch conv --latent 15 ...]   train, evaluate, write report.md
+minivae train --resume RUN                                    continue an interrupted run
+minivae evaluate RUN                                          redo a run's metrics, figures, report
+minivae sweep --latents 5 10 15 20 --seeds 3                  compare latent sizes
+minivae data fetch | info                                     the verified MNIST cache
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
+import time
+import typing
+from pathlib import Path
 
+from minivae.config import PRESETS, TrainConfig, flag
 from minivae.errors import UserError
 
 
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; defaults are left unset so presets can fill them."""
+    hints = typing.get_type_hints(TrainConfig)
+    g = p.add_argument_group("training configuration (defaults: the main job; --preset changes them)")
+    for f in dataclasses.fields(TrainConfig):
+        typ = hints[f.name]
+        conv = {int: int, float: float}.get(typ, str)
+        default = f.default
+        g.add_argument(
+            f"--{flag(f.name)}", dest=f.name, type=conv, default=argparse.SUPPRESS,
+            help=f"{f.metadata.get('help', '')} (default: {default})",
+        )  # fmt: skip
+    g.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="start from a named configuration: " + "; ".join(
+                       f"{k}: {', '.join(f'{a}={b}' for a, b in v.items())}" for k, v in PRESETS.items()))  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    preset = PRESETS[args.preset] if args.preset else {}
+    return TrainConfig(**{**preset, **given}).validate()
+
+
+def _default_out(cfg: TrainConfig) -> Path:
+    return Path("runs") / f"{cfg.arch}_z{cfg.latent}_{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from minivae.report import write_report
+    from minivae.train import Interrupted, train
+
+    cfg, epochs = None, getattr(args, "epochs", None)
+    if args.resume:
+        out = Path(args.resume)
+    else:
+        cfg = config_from_args(args)
+        out = Path(args.out) if args.out else _default_out(cfg)
+        print(f"training {cfg.arch} VAE, latent {cfg.latent}, effective beta {cfg.effective_beta:.4g} "
+              f"(ELBO units), on {cfg.backend}; run directory: {out}")  # fmt: skip
+    try:
+        model, data, _ = train(cfg, out, resume=bool(args.resume), progress=not args.quiet, epochs=epochs)
+    except Interrupted as e:
+        print(f"minivae: interrupted by {e}", file=sys.stderr)
+        return 130
+    cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
+    print("evaluating on the test set and drawing figures...")
+    ev = write_report(model, cfg, data.x_test, data.y_test, out)
+    m = ev.metrics
+    print(f"test: negative ELBO {m['neg_elbo']:.2f} nats, PSNR sampled z {m['psnr_sampled_digit_mean']:.2f} dB, "
+          f"z = mu {m['psnr_mean_digit_mean']:.2f} dB (digit means)")  # fmt: skip
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from minivae.data import as_nchw, load_mnist, to_float
+    from minivae.report import write_report
+    from minivae.train import load_run
+
+    out = Path(args.run)
+    model, cfg = load_run(out, which=args.which, backend=args.backend)
+    images, labels = load_mnist("test", dataset=cfg.dataset)
+    if cfg.test_limit:
+        images, labels = images[: cfg.test_limit], labels[: cfg.test_limit]
+    x = as_nchw(to_float(images, model.xp, cfg.dtype))
+    ev = write_report(model, cfg, x, labels, out)
+    print(f"test: negative ELBO {ev.metrics['neg_elbo']:.2f} nats; per-digit table: {out / 'per_digit.csv'}")
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from minivae.sweep import sweep
+
+    base = config_from_args(args)
+    if any(k < 1 for k in args.latents) or args.seeds < 1 or args.jobs < 1:
+        raise UserError("--latents, --seeds and --jobs take whole numbers >= 1")
+    out = Path(args.out) if args.out else Path("runs") / f"sweep_{base.arch}_{time.strftime('%Y%m%d-%H%M%S')}"
+    report = sweep(base, args.latents, args.seeds, out, jobs=args.jobs, progress=not args.quiet)
+    print(f"report: {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minivae", description=__doc__)
+    parser = argparse.ArgumentParser(prog="minivae", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a beta-VAE, then evaluate it and write its report")
+    _add_config_flags(t)
+    t.add_argument("--out", default=None, help="run directory (default: runs/<arch>_z<latent>_<time>)")
+    t.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN",
+        help="continue the run in directory RUN with its own config (--epochs may raise the total)",
+    )
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="per-digit MSE/PSNR, figures and report.md for a run")
+    e.add_argument("run", help="a run directory written by minivae train")
+    e.add_argument(
+        "--which", choices=["best", "last"], default="best", help="which checkpoint (default: best)"
+    )
+    e.add_argument("--backend", default=None, help="override the run's backend (numpy | cupy)")
+    e.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("sweep", help="train several latent sizes (and seeds) and compare them per digit")
+    _add_config_flags(s)
+    s.add_argument("--latents", type=int, nargs="+", default=[5, 10, 15, 20], help="latent sizes")
+    s.add_argument("--seeds", type=int, default=1, help="runs per latent size (seeds seed, seed+1, ...)")
+    s.add_argument("--jobs", type=int, default=1, help="runs trained at once, in worker processes")
+    s.add_argument("--out", default=None, help="sweep directory (default: runs/sweep_<arch>_<time>)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_sweep)
+
     from minivae.data.cli import register as register_data
 
     register_data(sub)

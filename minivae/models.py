@@ -11,10 +11,12 @@ sigmoid(logits), the seed study's sigmoid output layer.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from minivae.backend import get_array_module
 from minivae.errors import UserError
 from minivae.layers import (
     Conv2d,
@@ -52,6 +54,11 @@ class VAE(Module):
         yield from (("encoder", self.encoder), ("fc_mu", self.fc_mu), ("fc_logvar", self.fc_logvar))
         yield ("decoder", self.decoder)
 
+    @property
+    def xp(self) -> ModuleType:
+        """numpy or cupy: where the weights live."""
+        return get_array_module(self.fc_mu.params["weight"])
+
     def check_input(self, x: Any) -> None:
         """A clear error for an input the model cannot take (cheap: shape and dtype only)."""
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
@@ -67,6 +74,7 @@ class VAE(Module):
     def encode(self, x: Any) -> tuple[Any, Any]:
         """x: (N, 1, 28, 28) -> mu, logvar: (N, latent)."""
         h = self.encoder.forward(x)
+        self.encoder_output = h  # (N, hidden): kept to count live bottleneck units
         return self.fc_mu.forward(h), self.fc_logvar.forward(h)
 
     def decode(self, z: Any) -> Any:

@@ -1,0 +1,139 @@
+"""The training configuration: one dataclass, validated, mapped one-to-one onto `minivae train`'s flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from minivae.backend import BACKENDS, DTYPES
+from minivae.data import DATASETS
+from minivae.errors import UserError
+from minivae.layers import INITS
+from minivae.losses import LOSS_FORMS, effective_beta
+from minivae.models import ARCHS, BOTTLENECKS
+
+OPTIMIZERS = ("adam", "adam-keras", "sgd")
+ON_NONFINITE = ("stop", "skip")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on. Defaults give the main job: the MLP VAE, a couple of minutes on a CPU."""
+
+    arch: str = field(default="mlp", metadata={"help": f"model: {' | '.join(ARCHS)}"})
+    latent: int = field(default=20, metadata={"help": "latent size"})
+    hidden: int = field(default=400, metadata={"help": "hidden units of the mlp model"})
+    beta: float = field(default=1.0, metadata={"help": "KL weight, in the units of --loss"})
+    loss: str = field(
+        default="elbo",
+        metadata={
+            "help": "elbo: per-image sum BCE + beta KL (nats); seed: the Keras study's pixel-mean form"
+        },
+    )
+    init: str | None = field(
+        default=None, metadata={"help": f"{' | '.join(INITS)} (default: pytorch for mlp, glorot for conv)"}
+    )
+    bottleneck: str = field(
+        default="relu",
+        metadata={"help": f"conv model's 32-unit bottleneck activation: {' | '.join(BOTTLENECKS)}"},
+    )
+    optimizer: str = field(
+        default="adam", metadata={"help": "adam (PyTorch's) | adam-keras (eps on the raw sqrt(v)) | sgd"}
+    )
+    lr: float = field(default=1e-3, metadata={"help": "learning rate"})
+    epochs: int = field(default=10, metadata={"help": "passes over the training set"})
+    batch_size: int = field(default=128, metadata={"help": "images per step"})
+    val_fraction: float = field(
+        default=0.1, metadata={"help": "last fraction of the training set held out for validation (0: none)"}
+    )
+    patience: int = field(
+        default=0,
+        metadata={"help": "stop after this many epochs without a better validation loss (0: never)"},
+    )
+    seed: int = field(default=0, metadata={"help": "seeds the weights, the shuffling and the noise"})
+    backend: str = field(default="numpy", metadata={"help": f"{' | '.join(BACKENDS)}"})
+    dtype: str = field(default="float32", metadata={"help": f"{' | '.join(DTYPES)}"})
+    dataset: str = field(default="mnist", metadata={"help": f"{' | '.join(DATASETS)}"})
+    train_limit: int = field(default=0, metadata={"help": "use only the first N training images (0: all)"})
+    test_limit: int = field(default=0, metadata={"help": "evaluate on the first N test images (0: all)"})
+    grad_clip: float = field(default=0.0, metadata={"help": "clip the global gradient norm to this (0: off)"})
+    on_nonfinite: str = field(
+        default="stop", metadata={"help": "a NaN/Inf loss or gradient: stop (default) or skip the batch"}
+    )
+    tsne_points: int = field(default=2000, metadata={"help": "test images in the t-SNE map (0: no map)"})
+
+    def validate(self) -> TrainConfig:
+        """Raise UserError naming the first bad value and what it should be."""
+        choices = {
+            "arch": ARCHS, "loss": LOSS_FORMS, "bottleneck": BOTTLENECKS, "optimizer": OPTIMIZERS,
+            "backend": BACKENDS, "dtype": DTYPES, "dataset": DATASETS, "on_nonfinite": ON_NONFINITE,
+        }  # fmt: skip
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise UserError(
+                    f"--{flag(name)} {getattr(self, name)!r} is not known: choose one of {', '.join(allowed)}"
+                )
+        if self.init is not None and self.init not in INITS:
+            raise UserError(f"--init {self.init!r} is not known: choose one of {', '.join(INITS)}")
+        for name in ("latent", "hidden", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{flag(name)} must be a whole number >= 1, got {getattr(self, name)}")
+        for name in ("patience", "train_limit", "test_limit", "tsne_points"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{flag(name)} must be >= 0, got {getattr(self, name)}")
+        for name in ("beta", "grad_clip"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise UserError(f"--{flag(name)} must be a finite number >= 0, got {v}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"--lr must be a finite number > 0, got {self.lr}")
+        if not 0 <= self.val_fraction < 1:
+            raise UserError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.patience and not self.val_fraction:
+            raise UserError("--patience needs a validation set: give --val-fraction > 0, or --patience 0")
+        return self
+
+    @property
+    def effective_beta(self) -> float:
+        """beta in standard ELBO units (nats): for the seed form, 2 * 784 * beta / latent."""
+        return effective_beta(self.loss, self.beta, self.latent)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"unknown config keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+# Named starting points; flags given on the command line override them.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The seed study's protocol: Keras conv model, 48,000 / 12,000 split, batch 32, 15 epochs,
+    # Adam 1e-3 in Keras's form, early stopping with patience 5, its loss form with beta_seed = 0.0005.
+    "seed": dict(
+        arch="conv", latent=15, loss="seed", beta=0.0005, init="glorot", optimizer="adam-keras",
+        batch_size=32, epochs=15, val_fraction=0.2, patience=5,
+    ),
+    # The same with LeakyReLU in the bottleneck, so its units cannot die (see the README).
+    "seed-leaky": dict(
+        arch="conv", latent=15, loss="seed", beta=0.0005, init="glorot", optimizer="adam-keras",
+        batch_size=32, epochs=15, val_fraction=0.2, patience=5, bottleneck="leaky_relu",
+    ),
+    # PyTorch's example VAE setting: the quality benchmark.
+    "pytorch-example": dict(arch="mlp", latent=20, beta=1.0, batch_size=128, lr=1e-3, epochs=10, val_fraction=0.0),
+}  # fmt: skip

@@ -1,0 +1,158 @@
+"""A run's report: evaluate on the test set, draw the figures, write metrics and report.md."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from minivae import figures
+from minivae.backend import to_numpy
+from minivae.config import TrainConfig
+from minivae.evaluate import Evaluation, evaluate, seed_reference, write_per_digit_csv
+from minivae.layers import sigmoid
+from minivae.models import VAE
+from minivae.train import save_json
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def one_per_digit(labels: np.ndarray, k: int = 10) -> np.ndarray:
+    """Indices of the first test image of each digit (then more, up to k)."""
+    first = [int(np.flatnonzero(labels == d)[0]) for d in range(10) if (labels == d).any()]
+    return np.array(first[:k])
+
+
+def write_report(model: VAE, cfg: TrainConfig, x_test: Any, y_test: np.ndarray, out: Path) -> Evaluation:
+    """Evaluate and write per_digit.csv, metrics.json, the figures and report.md into run directory out."""
+    ev = evaluate(model, x_test, y_test, seed=cfg.seed)
+    history = read_history(out / "history.csv")
+    m = ev.metrics
+    m.update(effective_beta=cfg.effective_beta, epochs_run=len(history), parameters=model.num_parameters())
+    if history and history[-1].get("val_loss") not in ("", None):
+        m["best_val_loss"] = min(float(r["val_loss"]) for r in history)
+    write_per_digit_csv(out / "per_digit.csv", ev.per_digit)
+    save_json(out / "metrics.json", m)
+
+    figs = {}
+    if history:
+        units = (
+            "(nats per image)"
+            if cfg.loss == "elbo"
+            else "(seed units: pixel-mean BCE + beta * latent-mean KL)"
+        )
+        figs["loss"] = figures.loss_curves(
+            {f"{cfg.arch} z={cfg.latent}": history}, out / "loss_curves.png", units
+        )
+    xp = model.xp
+    idx = one_per_digit(y_test)
+    xb = x_test[xp.asarray(idx)] if xp is not np else x_test[idx]
+    eps = xp.asarray(
+        np.random.default_rng([cfg.seed, 4]).standard_normal((len(idx), cfg.latent), dtype=cfg.dtype)
+    )
+    sampled = to_numpy(sigmoid(model.forward(xb, eps=eps)[0]))
+    mean = to_numpy(model.reconstruct(xb))
+    figs["recon"] = figures.image_rows(
+        {"originals": to_numpy(xb), "decoded sampled z": sampled, "decoded z = mu": mean},
+        out / "reconstructions.png",
+    )
+    z = xp.asarray(np.random.default_rng([cfg.seed, 5]).standard_normal((32, cfg.latent), dtype=cfg.dtype))
+    figs["prior"] = figures.image_grid(
+        to_numpy(sigmoid(model.decode(z))), out / "prior_samples.png", title="decoded z ~ N(0, I)"
+    )
+    if cfg.tsne_points:
+        k = min(cfg.tsne_points, len(ev.mu))
+        figs["tsne"] = figures.tsne_map(ev.mu[:k], ev.labels[:k], out / "tsne.png", seed=cfg.seed)
+    rows = ev.per_digit
+    series = {
+        "sampled z": ([r["psnr_sampled"] for r in rows], None),
+        "z = mu": ([r["psnr_mean"] for r in rows], None),
+    }
+    ref = seed_reference(cfg.latent) if cfg.arch == "conv" and len(rows) == 10 else None
+    if ref:
+        series["seed study (sampled z)"] = (ref, None)
+    figs["psnr"] = figures.per_digit_bars(
+        series, out / "psnr_per_digit.png", "PSNR (dB)", "per-digit PSNR, test set"
+    )
+    figs["mse"] = figures.per_digit_bars(
+        {"sampled z": ([r["mse_sampled"] for r in rows], None), "z = mu": ([r["mse_mean"] for r in rows], None)},
+        out / "mse_per_digit.png", "MSE", "per-digit MSE, test set",
+    )  # fmt: skip
+    (out / "report.md").write_text(render(cfg, m, rows, history, figs, ref))
+    return ev
+
+
+def _fmt(v: Any, nd: int = 4) -> str:
+    if isinstance(v, float):
+        return "inf" if math.isinf(v) else f"{v:.{nd}f}"
+    return str(v)
+
+
+def render(cfg: TrainConfig, m: dict[str, Any], rows: list[dict[str, Any]], history: list[dict[str, Any]],
+           figs: dict[str, Path], ref: list[float] | None) -> str:  # fmt: skip
+    """report.md: what was trained, how it did, and the pictures."""
+    lines = [
+        f"# minivae run: {cfg.arch} VAE, latent {cfg.latent}",
+        "",
+        f"- model: `{cfg.arch}`, {m['parameters']:,} parameters, init {cfg.init or 'default'}, "
+        f"bottleneck {cfg.bottleneck if cfg.arch == 'conv' else 'n/a'}",
+        f"- loss form `{cfg.loss}` with beta = {cfg.beta:g}: effective beta in standard ELBO units = "
+        f"**{m['effective_beta']:.4g}**",
+        f"- {cfg.optimizer}, lr {cfg.lr:g}, batch {cfg.batch_size}, {m['epochs_run']} of {cfg.epochs} epochs, "
+        f"seed {cfg.seed}, backend {cfg.backend}, {cfg.dtype}",
+        "",
+        "## Test set",
+        "",
+        f"- negative ELBO (beta = 1, one z per image): **{m['neg_elbo']:.2f} nats** "
+        f"= reconstruction {m['recon_nats']:.2f} + KL {m['kl_nats']:.2f}",
+        f"- MSE, sampled z: {m['mse_sampled']:.5f} (PSNR {m['psnr_sampled']:.2f} dB); "
+        f"z = mu: {m['mse_mean']:.5f} (PSNR {m['psnr_mean']:.2f} dB)",
+        f"- active latent units (variance of mu over the test set > 0.01): {m['active_units']} of {cfg.latent}",
+        f"- encoder output units alive (> 0 for some test image): {m['alive_encoder_units']} of {m['encoder_units']}",
+    ]
+    if "best_val_loss" in m:
+        lines.append(f"- best validation loss ({cfg.loss} units): {m['best_val_loss']:.4f}; the weights evaluated are "
+                     "those of the best validation epoch")  # fmt: skip
+    lines += ["", "## Per digit", "", "PSNR = 10 log10(1 / MSE), MSE pooled over all test images of the digit, "
+              "pixels in [0, 1].", ""]  # fmt: skip
+    head = "| digit | images | MSE sampled z | PSNR sampled z | MSE z = mu | PSNR z = mu |"
+    sep = "|---|---|---|---|---|---|"
+    if ref:
+        head, sep = head + " seed study PSNR |", sep + "---|"
+    lines += [head, sep]
+    for i, r in enumerate(rows):
+        line = (f"| {r['digit']} | {r['count']} | {r['mse_sampled']:.5f} | {r['psnr_sampled']:.2f} | "
+                f"{r['mse_mean']:.5f} | {r['psnr_mean']:.2f} |")  # fmt: skip
+        lines.append(line + (f" {ref[i]:.2f} |" if ref else ""))
+    lines += ["", "## Figures", ""]
+    captions = {
+        "loss": "Training and validation loss per epoch",
+        "recon": "One test image per digit: originals, decoded sampled z, decoded z = mu",
+        "prior": "Samples: decoded z drawn from the prior N(0, I)",
+        "tsne": "t-SNE of the test images' latent means, coloured by digit",
+        "psnr": "Per-digit PSNR",
+        "mse": "Per-digit MSE",
+    }
+    for key, path in figs.items():
+        lines += [f"### {captions[key]}", "", f"![{captions[key]}]({Path(path).name})", ""]
+    if history:
+        lines += ["## History", "", "| epoch | train loss | val loss | val recon | val KL | alive units | s |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in history:
+            lines.append(
+                f"| {r['epoch']} | {_fmt(float(r['train_loss']))} | {_fmt(_num(r['val_loss']))} | "
+                f"{_fmt(_num(r['val_recon']))} | {_fmt(_num(r['val_kl']))} | {r['alive_units']} | {r['seconds']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _num(v: Any) -> Any:
+    return float(v) if v not in ("", None) else "-"

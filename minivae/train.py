@@ -1,0 +1,448 @@
+"""Training: the step, the epoch loop, validation, early stopping, checkpoints, resuming.
+
+The whole of one training step, on either backend:
+
+    logits, mu, logvar = model.forward(x, eps=eps)        # encoder -> z = mu + exp(logvar/2) eps -> decoder
+    loss = vae_loss(logits, x, mu, logvar, beta, form)    # the value and dL/dlogits, dL/dmu, dL/dlogvar
+    model.backward(loss.dlogits, loss.dmu, loss.dlogvar)  # fills every layer's grads
+    optimizer.step()                                      # Adam, in place
+
+Randomness is counter-based: the shuffling of epoch e comes from default_rng([seed, 0, e]) and the
+noise of step t from default_rng([seed, 1, t]). The random state of a run is therefore just
+(seed, epoch, step): a checkpoint that stores those counters resumes bit for bit, mid-epoch included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from minivae.backend import get_array_module, get_backend, to_numpy
+from minivae.checkpoint import CheckpointError, bytes_of, describe_mismatch, load_checkpoint, save_checkpoint
+from minivae.config import TrainConfig
+from minivae.data import as_nchw, load_mnist, to_float, train_val_split
+from minivae.errors import UserError
+from minivae.losses import VAELoss, vae_loss
+from minivae.models import VAE, build_model
+from minivae.optim import SGD, Adam, Optimizer
+
+HISTORY_FIELDS = [
+    "epoch", "step", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl",
+    "effective_beta", "alive_units", "seconds",
+]  # fmt: skip
+
+
+class NonFiniteError(UserError):
+    """The loss or a gradient became NaN or Inf."""
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after saving a resumable checkpoint."""
+
+    def __init__(self, run_dir: Path, signame: str) -> None:
+        super().__init__(
+            f"{signame}: saved {run_dir / 'last.npz'}; resume with: minivae train --resume {run_dir}"
+        )
+        self.run_dir = run_dir
+
+
+# ----------------------------------------------------------------------------------------- the step
+
+
+def make_model(cfg: TrainConfig, xp: ModuleType) -> VAE:
+    return build_model(
+        cfg.arch, cfg.latent, hidden=cfg.hidden, init=cfg.init, bottleneck=cfg.bottleneck, seed=cfg.seed,
+        dtype=cfg.dtype,
+    ).to(xp)  # fmt: skip
+
+
+def make_optimizer(cfg: TrainConfig, model: VAE) -> Optimizer:
+    params = model.named_parameters()
+    if cfg.optimizer == "sgd":
+        return SGD(params, lr=cfg.lr, momentum=0.9)
+    if cfg.optimizer == "adam-keras":
+        return Adam(params, lr=cfg.lr, eps=1e-7, keras_epsilon=True)
+    return Adam(params, lr=cfg.lr)
+
+
+def step_noise(seed: int, step: int, shape: tuple[int, ...], dtype: Any, xp: ModuleType) -> Any:
+    """eps ~ N(0, I) for training step `step`: drawn on the host from its own counter-based stream."""
+    eps = np.random.default_rng([seed, 1, step]).standard_normal(shape, dtype=np.dtype(dtype))
+    return xp.asarray(eps)
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The shuffled order of the n training images in epoch `epoch`."""
+    return np.random.default_rng([seed, 0, epoch]).permutation(n)
+
+
+def grad_norm(model: VAE) -> float:
+    """sqrt of the sum of every gradient entry squared, accumulated in float64 (no float32 overflow)."""
+    return math.sqrt(sum(float((g.astype("float64") ** 2).sum()) for _, _, g in model.named_parameters()))
+
+
+def grads_finite(model: VAE) -> bool:
+    """True when no gradient entry is NaN or Inf: one sum per parameter, since NaN/Inf propagates into it."""
+    return math.isfinite(sum(float(g.sum()) for _, _, g in model.named_parameters()))
+
+
+def first_nonfinite(model: VAE, x: Any, eps: Any) -> str:
+    """Where a NaN/Inf first shows up: a weight, or the output of a layer in forward order."""
+    xp = get_array_module(x)
+    for name, p, _ in model.named_parameters():
+        if not bool(xp.isfinite(p).all()):
+            return f"weight {name}"
+    h = x
+    for i, layer in enumerate(model.encoder.layers):
+        h = layer.forward(h)
+        if not bool(xp.isfinite(h).all()):
+            return f"the output of encoder.{i} ({type(layer).__name__})"
+    mu, logvar = model.fc_mu.forward(h), model.fc_logvar.forward(h)
+    if not bool(xp.isfinite(mu).all()):
+        return "the output of fc_mu"
+    if not bool(xp.isfinite(logvar).all()):
+        return "the output of fc_logvar"
+    if not bool(xp.isfinite(xp.exp(0.5 * logvar)).all()):
+        return "exp(0.5 * logvar) in the reparameterization (logvar too large)"
+    z = model.reparam.forward(mu, logvar, eps)
+    for i, layer in enumerate(model.decoder.layers):
+        z = layer.forward(z)
+        if not bool(xp.isfinite(z).all()):
+            return f"the output of decoder.{i} ({type(layer).__name__})"
+    for name, _, g in model.named_parameters():
+        if not bool(xp.isfinite(g).all()):
+            return f"the gradient of {name}"
+    return "the loss (every layer output and weight is finite)"
+
+
+def train_step(
+    model: VAE, optimizer: Optimizer, x: Any, eps: Any, beta: float, form: str, grad_clip: float = 0.0,
+    check_finite: bool = True,
+) -> tuple[VAELoss, bool]:  # fmt: skip
+    """One step: forward, loss, backward, (clip), update. Returns (loss, applied).
+
+    With check_finite, a NaN/Inf loss or gradient leaves the weights untouched and returns applied=False.
+    """
+    logits, mu, logvar = model.forward(x, eps=eps)  # (N,1,28,28), (N,latent), (N,latent)
+    out = vae_loss(logits, x, mu, logvar, beta, form)
+    model.backward(out.dlogits, out.dmu, out.dlogvar)
+    if check_finite and not (math.isfinite(float(out.total)) and grads_finite(model)):
+        return out, False
+    if grad_clip:
+        norm = grad_norm(model)
+        if norm > grad_clip:
+            for _, _, g in model.named_parameters():
+                g *= grad_clip / norm
+    optimizer.step()
+    return out, True
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+
+def mean_loss(model: VAE, x: Any, cfg: TrainConfig, stream: int = 2) -> dict[str, float]:
+    """Loss (total, recon, kl, in the run's loss form) averaged over x, one z per image from a fixed stream."""
+    xp = model.xp
+    sums = np.zeros(3)
+    for start in range(0, len(x), 500):
+        xb = x[start : start + 500]
+        eps = xp.asarray(
+            np.random.default_rng([cfg.seed, stream, start]).standard_normal(
+                (len(xb), cfg.latent), dtype=cfg.dtype
+            )
+        )
+        logits, mu, logvar = model.forward(xb, eps=eps)
+        out = vae_loss(logits, xb, mu, logvar, cfg.beta, cfg.loss)
+        sums += len(xb) * np.array([float(out.total), float(out.recon), float(out.kl)])
+    total, recon, kl = (float(v) for v in sums / max(len(x), 1))
+    return {"loss": total, "recon": recon, "kl": kl}
+
+
+# --------------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Dataset:
+    """The splits as uint8 on the host (for metrics and figures) and as floats on the backend."""
+
+    x_train: Any
+    x_val: Any
+    x_test: Any
+    y_train: np.ndarray
+    y_val: np.ndarray
+    y_test: np.ndarray
+    test_images: np.ndarray = field(repr=False)
+
+
+def load_data(cfg: TrainConfig, xp: ModuleType) -> Dataset:
+    images, labels = load_mnist("train", dataset=cfg.dataset)
+    test_images, test_labels = load_mnist("test", dataset=cfg.dataset)
+    x_tr, y_tr, x_val, y_val = train_val_split(images, labels, cfg.val_fraction)
+    if cfg.train_limit:
+        x_tr, y_tr = x_tr[: cfg.train_limit], y_tr[: cfg.train_limit]
+        n_val = max(1, int(round(cfg.train_limit * cfg.val_fraction))) if cfg.val_fraction else 0
+        x_val, y_val = x_val[:n_val], y_val[:n_val]
+    if cfg.test_limit:
+        test_images, test_labels = test_images[: cfg.test_limit], test_labels[: cfg.test_limit]
+
+    def dev(a: np.ndarray) -> Any:
+        return as_nchw(to_float(a, xp, cfg.dtype))
+
+    return Dataset(dev(x_tr), dev(x_val), dev(test_images), y_tr, y_val, test_labels, test_images)
+
+
+class SignalFlag:
+    """Turns SIGINT/SIGTERM into a flag the loop checks at each step boundary (a second Ctrl-C aborts)."""
+
+    def __init__(self) -> None:
+        self.signame: str | None = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.signame is not None:
+            raise KeyboardInterrupt
+        self.signame = signal.Signals(signum).name
+        print(f"\n{self.signame} received: saving a checkpoint at the end of this step...", file=sys.stderr)
+
+    @contextlib.contextmanager
+    def installed(self):
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for s in old:
+                signal.signal(s, self._handler)
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def prepare_run_dir(out: Path, resume: bool) -> None:
+    """Make the run directory, refusing to overwrite another run's results."""
+    if resume:
+        if not (out / "last.npz").is_file():
+            raise UserError(f"--resume {out}: no last.npz there to resume from")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise UserError(
+            f"{out} already holds files (a previous run?). Nothing was changed: choose another --out, "
+            f"or continue that run with: minivae train --resume {out}"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(
+            f"cannot write to the output directory {out}: {e.strerror or e}; choose another --out"
+        ) from e
+
+
+def check_free_space(out: Path, model: VAE) -> None:
+    need = 3 * bytes_of(model.state_dict())  # best.npz + last.npz + a temporary file while one is written
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise UserError(
+            f"only {free / 1e6:.1f} MB free under {out}, a checkpoint of this model needs about "
+            f"{need / 1e6:.1f} MB: free some space or choose another --out"
+        )
+
+
+def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def train(
+    cfg: TrainConfig | None, out: str | Path, resume: bool = False, progress: bool = True,
+    data: Dataset | None = None, stop_after_steps: int | None = None, epochs: int | None = None,
+) -> tuple[VAE, Dataset, list[dict[str, Any]]]:  # fmt: skip
+    """Train a run in directory `out`, or continue it (resume=True: its config comes from its last.npz,
+    and `epochs` may raise the total). Returns (model with the best-validation weights, data, history).
+
+    Writes config.json, history.csv, last.npz (every epoch and on interruption) and best.npz (the best
+    validation loss so far). stop_after_steps simulates an interruption (tests, lessons).
+    """
+    out = Path(out)
+    if resume:
+        prepare_run_dir(out, resume=True)
+        _, _, meta = load_checkpoint(out / "last.npz")
+        cfg = TrainConfig.from_dict(meta["config"])
+    if cfg is None:
+        raise ValueError("train() needs a config unless it resumes a run")
+    if epochs is not None:
+        cfg.epochs = epochs
+    cfg.validate()
+    xp = get_backend(cfg.backend)
+    model = make_model(cfg, xp)
+    optimizer = make_optimizer(cfg, model)
+    if not resume:
+        prepare_run_dir(out, resume=False)
+        check_free_space(out, model)
+    cfg.save(out / "config.json")
+    data = data or load_data(cfg, xp)
+    n = len(data.x_train)
+    if n == 0:
+        raise UserError("no training images: raise --train-limit or lower --val-fraction")
+    batches_per_epoch = math.ceil(n / cfg.batch_size)
+
+    state = {"epoch": 0, "batch": 0, "step": 0, "best_val": math.inf, "bad_epochs": 0, "sums": [0.0] * 4,
+             "alive": None, "skipped": 0, "seconds": 0.0}  # fmt: skip
+    history: list[dict[str, Any]] = []
+    if resume:
+        model_state, optim_state, meta = load_checkpoint(out / "last.npz")
+        restore(model, optimizer, model_state, optim_state, out / "last.npz")
+        state, history = meta["state"], meta["history"]
+        print(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['step']}", file=sys.stderr)
+
+    def save(name: str) -> None:
+        meta = {"config": cfg.to_dict(), "state": state, "history": history}
+        save_checkpoint(out / name, model.state_dict(), optimizer.state_dict(), meta)
+
+    flag = SignalFlag()
+    beta_eff = cfg.effective_beta
+    # overflow is caught and explained by the finiteness check below, so NumPy's own warnings are noise
+    with flag.installed(), np.errstate(over="ignore", invalid="ignore"):
+        while state["epoch"] < cfg.epochs:
+            epoch = state["epoch"]
+            order = epoch_order(cfg.seed, epoch, n)
+            alive = xp.asarray(np.array(state["alive"] or False, dtype=bool))  # bottleneck units seen > 0
+            t0 = time.perf_counter()
+            bar = tqdm(
+                total=batches_per_epoch, initial=state["batch"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                disable=not progress, leave=False, unit="step", file=sys.stderr,
+            )  # fmt: skip
+            while state["batch"] < batches_per_epoch:
+                b = state["batch"]
+                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                xb = data.x_train[xp.asarray(idx)] if xp is not np else data.x_train[idx]
+                eps = step_noise(cfg.seed, state["step"], (len(idx), cfg.latent), cfg.dtype, xp)
+                out_loss, applied = train_step(model, optimizer, xb, eps, cfg.beta, cfg.loss, cfg.grad_clip)
+                if not applied:
+                    where = first_nonfinite(model, xb, eps)
+                    if cfg.on_nonfinite == "stop":
+                        saved = (
+                            f"{out / 'last.npz'} (end of the last good epoch) is intact"
+                            if (out / "last.npz").exists()
+                            else "no checkpoint had been written yet (this was the first epoch)"
+                        )
+                        raise NonFiniteError(
+                            f"step {state['step'] + 1} (epoch {epoch + 1}, batch {b + 1}): the loss or a gradient is "
+                            f"NaN/Inf; it first appears in {where}. The weights were not updated and {saved}. "
+                            f"Likely causes: a learning rate too high (--lr {cfg.lr:g}), a large beta "
+                            f"(--beta {cfg.beta:g}), or inputs outside [0, 1]; try a lower --lr, --grad-clip 10, "
+                            "or --on-nonfinite skip."
+                        )
+                    state["skipped"] += 1
+                else:
+                    k = len(idx)
+                    vals = (float(out_loss.total), float(out_loss.recon), float(out_loss.kl))
+                    sums = state["sums"]
+                    state["sums"] = [
+                        sums[0] + k * vals[0],
+                        sums[1] + k * vals[1],
+                        sums[2] + k * vals[2],
+                        sums[3] + k,
+                    ]
+                    alive = alive | (model.encoder_output > 0).any(axis=0)  # stays on the device
+                    if b % 10 == 0:
+                        bar.set_postfix(loss=f"{vals[0]:.4g}")
+                state["batch"] += 1
+                state["step"] += 1
+                bar.update()
+                if flag.signame or (stop_after_steps is not None and state["step"] >= stop_after_steps):
+                    state["seconds"] += time.perf_counter() - t0
+                    state["alive"] = to_numpy(alive).tolist()
+                    save("last.npz")
+                    bar.close()
+                    raise Interrupted(out, flag.signame or "stop_after_steps")
+            bar.close()
+            # ---- end of epoch: validation, history, checkpoints, early stopping
+            s = state["sums"]
+            row = {
+                "epoch": epoch + 1, "step": state["step"],
+                "train_loss": s[0] / max(s[3], 1), "train_recon": s[1] / max(s[3], 1), "train_kl": s[2] / max(s[3], 1),
+                "val_loss": "", "val_recon": "", "val_kl": "", "effective_beta": beta_eff,
+                "alive_units": int(to_numpy(alive).sum()),
+                "seconds": round(state["seconds"] + time.perf_counter() - t0, 3),
+            }  # fmt: skip
+            if len(data.x_val):
+                v = mean_loss(model, data.x_val, cfg)
+                row.update(val_loss=v["loss"], val_recon=v["recon"], val_kl=v["kl"])
+            history.append(row)
+            msg = f"epoch {epoch + 1}/{cfg.epochs}: train {row['train_loss']:.4f}"
+            if row["val_loss"] != "":
+                msg += f", val {row['val_loss']:.4f} (recon {row['val_recon']:.4f}, kl {row['val_kl']:.4f})"
+            print(msg + f", {row['seconds']:.1f}s", file=sys.stderr if not progress else sys.stdout)
+            state.update(epoch=epoch + 1, batch=0, sums=[0.0] * 4, alive=None, seconds=0.0)
+            improved = row["val_loss"] != "" and row["val_loss"] < state["best_val"]
+            if improved:
+                state["best_val"], state["bad_epochs"] = row["val_loss"], 0
+            elif row["val_loss"] != "":
+                state["bad_epochs"] += 1
+            if improved or not len(data.x_val):
+                save("best.npz")
+            save("last.npz")
+            write_history(out / "history.csv", history)
+            if cfg.patience and state["bad_epochs"] >= cfg.patience:
+                print(f"early stopping: no better validation loss for {cfg.patience} epochs", file=sys.stderr)
+                break
+    # evaluate the best-validation weights (the last ones when there is no validation set)
+    if (out / "best.npz").exists():
+        model_state, _, _ = load_checkpoint(out / "best.npz")
+        model.load_state_dict(model_state)
+    else:  # no finite validation loss in any epoch: keep the last weights, and say so
+        print(
+            "no epoch reached a finite validation loss: best.npz is the last epoch's weights", file=sys.stderr
+        )
+        save("best.npz")
+    return model, data, history
+
+
+def restore(model: VAE, optimizer: Optimizer | None, model_state, optim_state, path: Path) -> None:
+    """Load checkpoint arrays into a model (and optimizer), with a clear message when they do not fit."""
+    expected = {k: tuple(p.shape) for k, p, _ in model.named_parameters()}
+    problem = describe_mismatch(model_state, expected)
+    if problem:
+        raise CheckpointError(f"{path} does not fit this model: {problem}")
+    model.load_state_dict(model_state)
+    if optimizer is not None:
+        optimizer.load_state_dict(optim_state)
+
+
+def load_run(run_dir: str | Path, which: str = "best", backend: str | None = None) -> tuple[VAE, TrainConfig]:
+    """The model of a finished (or interrupted) run, from its best.npz or last.npz."""
+    run_dir = Path(run_dir)
+    path = run_dir / f"{which}.npz"
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no {which}.npz: is it a minivae run directory?")
+    model_state, _, meta = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(meta["config"])
+    if backend:
+        cfg.backend = backend
+    xp = get_backend(cfg.backend)
+    model = make_model(cfg, xp)
+    restore(model, None, model_state, {}, path)
+    return model, cfg
+
+
+def save_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)

