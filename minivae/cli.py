@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
+import threading
 import time
 import typing
 from pathlib import Path
@@ -49,7 +51,6 @@ def _default_out(cfg: TrainConfig) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from minivae.report import write_report
     from minivae.train import Interrupted, train
 
     cfg, epochs = None, getattr(args, "epochs", None)
@@ -61,13 +62,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"training {cfg.arch} VAE, latent {cfg.latent}, effective beta {cfg.effective_beta:.4g} "
               f"(ELBO units), on {cfg.backend}; run directory: {out}")  # fmt: skip
     try:
+        from minivae.report import write_report  # matplotlib: slow to import, so inside the try
+
         model, data, _ = train(cfg, out, resume=bool(args.resume), progress=not args.quiet, epochs=epochs)
+        cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
+        print("evaluating on the test set and drawing figures...")
+        ev = write_report(model, cfg, data.x_test, data.y_test, out)
     except Interrupted as e:
         print(f"minivae: interrupted by {e}", file=sys.stderr)
         return 130
-    cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
-    print("evaluating on the test set and drawing figures...")
-    ev = write_report(model, cfg, data.x_test, data.y_test, out)
+    except KeyboardInterrupt:  # outside a training step: during loading or the report
+        hint = f"; resume with: minivae train --resume {out}" if (out / "last.npz").exists() else ""
+        print(f"minivae: interrupted{hint}", file=sys.stderr)
+        return 130
     m = ev.metrics
     print(f"test: negative ELBO {m['neg_elbo']:.2f} nats, PSNR sampled z {m['psnr_sampled_digit_mean']:.2f} dB, "
           f"z = mu {m['psnr_mean_digit_mean']:.2f} dB (digit means)")  # fmt: skip
@@ -144,9 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM outside the training loop: stop like Ctrl-C (checkpoints are atomic)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
     except UserError as e:

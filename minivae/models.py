@@ -60,7 +60,10 @@ class VAE(Module):
         return get_array_module(self.fc_mu.params["weight"])
 
     def check_input(self, x: Any) -> None:
-        """A clear error for an input the model cannot take (cheap: shape and dtype only)."""
+        """A clear error for images the model cannot take: wrong shape or dtype, NaN, or outside [0, 1].
+
+        Costs two reductions per batch (min and max; NaN makes both NaN), small next to a step.
+        """
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
             raise UserError(
                 f"the model expects images of shape (N, {', '.join(map(str, self.input_shape))}), "
@@ -70,6 +73,13 @@ class VAE(Module):
         dtype = self.fc_mu.params["weight"].dtype
         if x.dtype != dtype:
             raise UserError(f"the model holds {dtype} weights but got {x.dtype} images; cast with .astype")
+        lo, hi = float(x.min()), float(x.max())
+        if not (lo >= 0.0 and hi <= 1.0):  # also False when either is NaN
+            what = "NaN values" if lo != lo or hi != hi else f"values in [{lo:g}, {hi:g}]"
+            raise UserError(
+                f"the model expects pixel intensities in [0, 1] (the BCE targets), got {what}; "
+                "scale uint8 images with minivae.data.to_float, and drop or fix images with NaN"
+            )
 
     def encode(self, x: Any) -> tuple[Any, Any]:
         """x: (N, 1, 28, 28) -> mu, logvar: (N, latent)."""

@@ -18,6 +18,7 @@ import contextlib
 import csv
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -309,7 +310,10 @@ def train(
         model_state, optim_state, meta = load_checkpoint(out / "last.npz")
         restore(model, optimizer, model_state, optim_state, out / "last.npz")
         state, history = meta["state"], meta["history"]
-        print(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['step']}", file=sys.stderr)
+    verb = "resuming" if resume else "starting"
+    print(
+        f"{verb} {out} at epoch {state['epoch'] + 1}, step {state['step'] + 1}", file=sys.stderr, flush=True
+    )
 
     def save(name: str) -> None:
         meta = {"config": cfg.to_dict(), "state": state, "history": history}
@@ -317,6 +321,8 @@ def train(
 
     flag = SignalFlag()
     beta_eff = cfg.effective_beta
+    # seconds to sleep after each step: slows a run down for fault-injection tests and demos only
+    step_delay = float(os.environ.get("MINIVAE_STEP_DELAY", "0") or 0)
     # overflow is caught and explained by the finiteness check below, so NumPy's own warnings are noise
     with flag.installed(), np.errstate(over="ignore", invalid="ignore"):
         while state["epoch"] < cfg.epochs:
@@ -333,7 +339,18 @@ def train(
                 idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 xb = data.x_train[xp.asarray(idx)] if xp is not np else data.x_train[idx]
                 eps = step_noise(cfg.seed, state["step"], (len(idx), cfg.latent), cfg.dtype, xp)
-                out_loss, applied = train_step(model, optimizer, xb, eps, cfg.beta, cfg.loss, cfg.grad_clip)
+                try:
+                    out_loss, applied = train_step(
+                        model, optimizer, xb, eps, cfg.beta, cfg.loss, cfg.grad_clip
+                    )
+                except Exception as e:
+                    if type(e).__name__ == "OutOfMemoryError":  # cupy.cuda.memory.OutOfMemoryError
+                        raise UserError(
+                            f"the GPU ran out of memory in a step of batch size {cfg.batch_size} ({e}). Try "
+                            f"--batch-size {max(1, cfg.batch_size // 2)}, or close other programs using the GPU; "
+                            f"{out / 'last.npz'} holds the last finished epoch (resume with --resume {out})."
+                        ) from e
+                    raise
                 if not applied:
                     where = first_nonfinite(model, xb, eps)
                     if cfg.on_nonfinite == "stop":
@@ -366,6 +383,8 @@ def train(
                 state["batch"] += 1
                 state["step"] += 1
                 bar.update()
+                if step_delay:
+                    time.sleep(step_delay)
                 if flag.signame or (stop_after_steps is not None and state["step"] >= stop_after_steps):
                     state["seconds"] += time.perf_counter() - t0
                     state["alive"] = to_numpy(alive).tolist()

@@ -49,7 +49,7 @@ def small_conv_vae(rng, latent=2):
 @pytest.mark.parametrize("form", ["elbo", "seed"])
 def test_small_conv_vae_end_to_end(form, xp, rng):
     model = small_conv_vae(rng).to(xp)
-    x = xp.asarray(rng.random((3, 1, 6, 6)))
+    x = xp.asarray(0.05 + 0.9 * rng.random((3, 1, 6, 6)))  # inside [0, 1] even when nudged by h
     eps = xp.asarray(rng.standard_normal((3, 2)))
     errors = check_vae(model, x, eps, beta=0.7, form=form)
     assert len(errors) == 1 + len(list(model.named_parameters()))
@@ -68,7 +68,7 @@ def smooth(model: VAE) -> VAE:
 
 def test_mlp_vae_end_to_end(rng):
     model = smooth(build_model("mlp", latent=3, hidden=6, seed=1, dtype="float64"))
-    x = rng.random((2, 1, 28, 28))
+    x = 0.05 + 0.9 * rng.random((2, 1, 28, 28))
     errors = check_vae(model, x, rng.standard_normal((2, 3)), per_param=40)
     assert max(errors.values()) <= 1e-6, errors
 
@@ -76,7 +76,7 @@ def test_mlp_vae_end_to_end(rng):
 def test_seed_conv_vae_end_to_end_sampled(rng):
     """The real seed architecture, float64, on random entries of every parameter."""
     model = smooth(build_model("conv", latent=4, seed=2, dtype="float64"))
-    x = rng.random((2, 1, 28, 28))
+    x = 0.05 + 0.9 * rng.random((2, 1, 28, 28))
     errors = check_vae(model, x, rng.standard_normal((2, 4)), form="seed", per_param=4)
     assert max(errors.values()) <= 1e-6, errors
 
@@ -110,6 +110,12 @@ def test_wrong_input_is_a_clear_error():
         model.forward(np.zeros((2, 784), np.float32), rng=np.random.default_rng())
     with pytest.raises(UserError, match="float64 images"):
         model.forward(np.zeros((2, 1, 28, 28)), rng=np.random.default_rng())
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    x[1, 0, 3, 3] = np.nan
+    with pytest.raises(UserError, match="got NaN values.*drop or fix"):
+        model.forward(x, rng=np.random.default_rng())
+    with pytest.raises(UserError, match=r"in \[0, 1\].*got values in \[255, 255\].*to_float"):
+        model.forward(np.full((2, 1, 28, 28), 255, np.float32), rng=np.random.default_rng())
 
 
 def test_unknown_arch():

@@ -182,5 +182,10 @@ def pad2d(x: Any, padding: tuple[int, int, int, int]) -> Any:
     x = x[:, :, max(-top, 0) : h - max(-bottom, 0), max(-left, 0) : w - max(-right, 0)]
     if max(padding) <= 0:
         return x
-    xp = get_array_module(x)
-    return xp.pad(x, ((0, 0), (0, 0), (max(top, 0), max(bottom, 0)), (max(left, 0), max(right, 0))))
+    t, b, l, r = max(top, 0), max(bottom, 0), max(left, 0), max(right, 0)
+    n, c, h, w = x.shape
+    # zeros_like keeps x's memory layout (the convolutions leave activations channel-major), which
+    # keeps the next im2col's reads contiguous
+    out = get_array_module(x).zeros_like(x, shape=(n, c, h + t + b, w + l + r))
+    out[:, :, t : t + h, l : l + w] = x
+    return out
