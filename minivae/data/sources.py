@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import platformdirs
 from tqdm import tqdm
 
 from minivae.data.idx import (
@@ -140,7 +139,11 @@ def get_spec(dataset: str) -> DatasetSpec:
 def default_root() -> Path:
     """$MINIVAE_DATA if set, else the user cache directory (e.g. ~/.cache/minivae)."""
     env = os.environ.get("MINIVAE_DATA")
-    return Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("minivae"))
+    if env:
+        return Path(env).expanduser()
+    import platformdirs  # only needed when MINIVAE_DATA is unset (offline GPU boxes may lack it)
+
+    return Path(platformdirs.user_cache_dir("minivae"))
 
 
 def dataset_dir(dataset: str, root: str | os.PathLike | None = None) -> Path:

@@ -1,0 +1,353 @@
+"""Time minivae's batched training step (forward + loss + backward + Adam, float32) on NumPy and CuPy,
+beside the same model in PyTorch and the machine's own matrix-multiply rate.
+
+    python benchmarks/bench_train_step.py                       # mlp and conv, batches 32 128 256
+    python benchmarks/bench_train_step.py --arch conv --batch 32 --steps 30 --json out.json
+    python benchmarks/bench_train_step.py --profile --arch conv --batch 128   # where the step goes
+
+For each (arch, batch, backend): median ms/step over --steps timed steps after --warmup steps, with the
+interquartile range; samples/s; FLOPs per step counted from the layer shapes (3 x the forward's
+2 * multiply-adds: forward, input gradient, weight gradient); the achieved GFLOP/s and its fraction
+of the float32 GEMM rate measured in the same run. Each backend's step is first checked against
+NumPy's on the same weights, batch and noise. CuPy timings synchronise the device. With PyTorch
+importable, the same model runs in PyTorch in the same process, and the table shows minivae / PyTorch.
+Speed goals live here, never in the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from minivae.backend import backend_name, cupy_available, get_backend, synchronize, to_numpy
+from minivae.layers import Conv2d, ConvTranspose2d, Linear, Module, Sequential
+from minivae.losses import vae_loss
+from minivae.models import build_model
+from minivae.optim import Adam
+from minivae.train import train_step
+
+LATENT = {"mlp": 20, "conv": 15}
+
+
+# ------------------------------------------------------------------------------------------ FLOPs
+
+
+def forward_flops_per_sample(model: Module) -> int:
+    """2 x multiply-adds of every Linear / Conv2d / ConvTranspose2d for one image, from their shapes."""
+    flops = 0
+    shape: tuple[int, ...] = (1, 1, 28, 28)
+
+    def walk(m: Module, shape: tuple[int, ...]) -> tuple[int, ...]:
+        nonlocal flops
+        if isinstance(m, Sequential):
+            for layer in m.layers:
+                shape = walk(layer, shape)
+            return shape
+        y = m.forward(np.zeros(shape, dtype=np.float32))
+        w = m.params.get("weight")
+        if isinstance(m, Linear):
+            flops += 2 * w.size
+        elif isinstance(m, Conv2d):
+            flops += 2 * w.size * y.shape[2] * y.shape[3]
+        elif isinstance(m, ConvTranspose2d):
+            flops += 2 * w.size * shape[2] * shape[3]
+        return y.shape
+
+    h = walk(model.encoder, shape)
+    flops += 2 * (model.fc_mu.params["weight"].size + model.fc_logvar.params["weight"].size)
+    walk(model.decoder, (1, model.latent))
+    del h
+    return flops
+
+
+def gemm_rate(xp: Any, n: int = 2048, reps: int = 10) -> float:
+    """float32 GEMM GFLOP/s of this backend: (n x n) @ (n x n), median of reps."""
+    a = xp.asarray(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
+    times = []
+    for i in range(reps + 2):
+        synchronize(xp)
+        t = time.perf_counter()
+        a @ a
+        synchronize(xp)
+        if i >= 2:
+            times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+# ---------------------------------------------------------------------------------------- minivae
+
+
+def setup(arch: str, batch: int, xp: Any):
+    model = build_model(arch, LATENT[arch], seed=0).to(xp)
+    opt = Adam(model.named_parameters(), lr=1e-3)
+    rng = np.random.default_rng(1)
+    x = xp.asarray(rng.random((batch, 1, 28, 28), dtype=np.float32))
+    eps = xp.asarray(rng.standard_normal((batch, LATENT[arch]), dtype=np.float32))
+    return model, opt, x, eps
+
+
+def one_step_numbers(arch: str, batch: int, xp: Any) -> dict[str, np.ndarray]:
+    """Loss and gradients of one step from the shared starting point (for the agreement check)."""
+    model, _, x, eps = setup(arch, batch, xp)
+    logits, mu, logvar = model.forward(x, eps=eps)
+    out = vae_loss(logits, x, mu, logvar)
+    model.backward(out.dlogits, out.dmu, out.dlogvar)
+    return {"loss": to_numpy(out.total), **{k: to_numpy(g) for k, _, g in model.named_parameters()}}
+
+
+def check_against_numpy(arch: str, batch: int, xp: Any, reference: dict[str, np.ndarray]) -> float:
+    got = one_step_numbers(arch, batch, xp)
+    worst = 0.0
+    for k, ref in reference.items():
+        scale = max(float(np.abs(ref).max()), 1e-30)
+        worst = max(worst, float(np.abs(got[k] - ref).max()) / scale)
+    if worst > 1e-4:
+        raise SystemExit(
+            f"{backend_name(xp)} disagrees with NumPy on {arch} batch {batch}: rel. error {worst:.2e}"
+        )
+    return worst
+
+
+def time_steps(step, xp: Any, warmup: int, steps: int) -> list[float]:
+    for _ in range(warmup):
+        step()
+    synchronize(xp)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        synchronize(xp)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def bench_minivae(arch: str, batch: int, xp: Any, warmup: int, steps: int) -> list[float]:
+    model, opt, x, eps = setup(arch, batch, xp)
+    return time_steps(
+        lambda: train_step(model, opt, x, eps, 1.0, "elbo", check_finite=False), xp, warmup, steps
+    )
+
+
+# ---------------------------------------------------------------------------------------- PyTorch
+
+
+def torch_model(arch: str, torch: Any):
+    nn = torch.nn
+    if arch == "mlp":
+        enc = nn.Sequential(nn.Flatten(), nn.Linear(784, 400), nn.ReLU())
+        heads = nn.Linear(400, 20), nn.Linear(400, 20)
+        dec = nn.Sequential(nn.Linear(20, 400), nn.ReLU(), nn.Linear(400, 784), nn.Unflatten(1, (1, 28, 28)))
+    else:
+        enc = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(32, 64, 3, stride=2),
+            nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(12544, 32), nn.ReLU(),
+        )  # fmt: skip
+        heads = nn.Linear(32, 15), nn.Linear(32, 15)
+        dec = nn.Sequential(
+            nn.Linear(15, 12544), nn.ReLU(), nn.Unflatten(1, (64, 14, 14)), nn.ConvTranspose2d(64, 32, 3, stride=2),
+            nn.ZeroPad2d((0, -1, 0, -1)), nn.ReLU(), nn.ConvTranspose2d(32, 1, 3, padding=1),
+        )  # fmt: skip
+    return enc, heads, dec
+
+
+def bench_torch(arch: str, batch: int, device: str, warmup: int, steps: int) -> list[float] | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    enc, (fc_mu, fc_lv), dec = torch_model(arch, torch)
+    mods = torch.nn.ModuleList([enc, fc_mu, fc_lv, dec]).to(device)
+    opt = torch.optim.Adam(mods.parameters(), lr=1e-3)
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.random((batch, 1, 28, 28), dtype=np.float32)).to(device)
+    eps = torch.from_numpy(rng.standard_normal((batch, LATENT[arch]), dtype=np.float32)).to(device)
+    F = torch.nn.functional
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        h = enc(x)
+        mu, logvar = fc_mu(h), fc_lv(h)
+        logits = dec(mu + torch.exp(0.5 * logvar) * eps)
+        recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / batch
+        kl = 0.5 * (logvar.exp() + mu * mu - 1 - logvar).sum() / batch
+        (recon + kl).backward()
+        opt.step()
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        step()
+    sync()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+# ---------------------------------------------------------------------------------------- profile
+
+
+def profile(arch: str, batch: int, xp: Any, steps: int) -> list[tuple[str, float]]:
+    """Mean ms per step of each layer's forward and backward, the loss, and Adam."""
+    model, opt, x, eps = setup(arch, batch, xp)
+    totals: dict[str, float] = {}
+
+    def timed(name: str, fn):
+        def wrapper(*a, **k):
+            synchronize(xp)
+            t = time.perf_counter()
+            r = fn(*a, **k)
+            synchronize(xp)
+            totals[name] = totals.get(name, 0.0) + time.perf_counter() - t
+            return r
+
+        return wrapper
+
+    for part in ("encoder", "decoder"):
+        for i, layer in enumerate(getattr(model, part).layers):
+            tag = f"{part}.{i} {type(layer).__name__}"
+            layer.forward, layer.backward = (
+                timed(tag + " fwd", layer.forward),
+                timed(tag + " bwd", layer.backward),
+            )
+    for head in ("fc_mu", "fc_logvar"):
+        layer = getattr(model, head)
+        layer.forward, layer.backward = (
+            timed(head + " fwd", layer.forward),
+            timed(head + " bwd", layer.backward),
+        )
+    loss_fn = timed("loss (BCE + KL)", vae_loss)
+    opt.step = timed("Adam step", opt.step)
+
+    def step():
+        logits, mu, logvar = model.forward(x, eps=eps)
+        out = loss_fn(logits, x, mu, logvar)
+        model.backward(out.dlogits, out.dmu, out.dlogvar)
+        opt.step()
+
+    step()
+    totals.clear()
+    for _ in range(steps):
+        step()
+    return sorted(((k, v / steps * 1e3) for k, v in totals.items()), key=lambda kv: -kv[1])
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", nargs="+", default=["mlp", "conv"], choices=["mlp", "conv"])
+    p.add_argument("--batch", nargs="+", type=int, default=[32, 128, 256])
+    p.add_argument(
+        "--backend", nargs="+", default=None, help="numpy and/or cupy (default: every one present)"
+    )
+    p.add_argument("--steps", type=int, default=20, help="timed steps (>= 20 for the table)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument("--profile", action="store_true", help="time each layer instead")
+    p.add_argument("--json", default=None, help="write the results here")
+    args = p.parse_args()
+
+    ok, why = cupy_available()
+    backends = args.backend or (["numpy", "cupy"] if ok else ["numpy"])
+    if "cupy" in backends and not ok:
+        print(f"cupy skipped: {why}", file=sys.stderr)
+        backends = [b for b in backends if b != "cupy"]
+    if args.profile:
+        for name in backends:
+            xp = get_backend(name)
+            for arch in args.arch:
+                for batch in args.batch:
+                    rows = profile(arch, batch, xp, args.steps)
+                    total = sum(v for _, v in rows)
+                    print(f"\n{arch}, batch {batch}, {name}: {total:.2f} ms/step measured layer by layer")
+                    for k, v in rows:
+                        print(f"  {k:<34} {v:8.3f} ms  {100 * v / total:5.1f} %")
+        return 0
+
+    info: dict[str, Any] = {"machine": platform.machine(), "processor": platform.processor(),
+                            "python": platform.python_version(), "numpy": np.__version__}  # fmt: skip
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        info["torch"] = None
+    results = []
+    for name in backends:
+        xp = get_backend(name)
+        rate = gemm_rate(xp)
+        info[f"gemm_gflops_{name}"] = rate
+        if name == "cupy":
+            info["gpu"] = xp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+            info["cupy"] = xp.__version__
+        print(f"{name}: float32 GEMM {rate:.0f} GFLOP/s (2048 x 2048)", file=sys.stderr)
+        for arch in args.arch:
+            flops = 3 * forward_flops_per_sample(build_model(arch, LATENT[arch]))
+            for batch in args.batch:
+                agree = 0.0
+                if name != "numpy":
+                    agree = check_against_numpy(arch, batch, xp, one_step_numbers(arch, batch, np))
+                times = bench_minivae(arch, batch, xp, args.warmup, args.steps)
+                med = statistics.median(times)
+                q = statistics.quantiles(times, n=4)
+                rec = {
+                    "arch": arch, "batch": batch, "backend": name, "ms_median": med * 1e3,
+                    "ms_iqr": [q[0] * 1e3, q[2] * 1e3], "samples_per_s": batch / med,
+                    "gflop_per_step": flops * batch / 1e9, "gflops": flops * batch / med / 1e9,
+                    "fraction_of_gemm": flops * batch / med / 1e9 / rate, "agreement_with_numpy": agree,
+                }  # fmt: skip
+                if not args.no_torch:
+                    tt = bench_torch(
+                        arch, batch, "cuda" if name == "cupy" else "cpu", args.warmup, args.steps
+                    )
+                    if tt:
+                        rec["torch_ms_median"] = statistics.median(tt) * 1e3
+                        rec["ratio_vs_torch"] = rec["ms_median"] / rec["torch_ms_median"]
+                results.append(rec)
+                print(_row(rec), file=sys.stderr)
+    print("\n" + table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"info": info, "results": results}, f, indent=2)
+    return 0
+
+
+def _row(r: dict[str, Any]) -> str:
+    t = (
+        f", torch {r['torch_ms_median']:.2f} ms ({r['ratio_vs_torch']:.2f}x)"
+        if "torch_ms_median" in r
+        else ""
+    )
+    return f"  {r['arch']:>4} batch {r['batch']:>3} {r['backend']}: {r['ms_median']:.2f} ms/step{t}"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = ("| arch | batch | backend | ms/step (median) | IQR | samples/s | GFLOP/s | of GEMM | PyTorch ms | "
+            "minivae / PyTorch |")  # fmt: skip
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        tm = f"{r['torch_ms_median']:.2f}" if "torch_ms_median" in r else "-"
+        ratio = f"{r['ratio_vs_torch']:.2f}x" if "ratio_vs_torch" in r else "-"
+        lines.append(
+            f"| {r['arch']} | {r['batch']} | {r['backend']} | {r['ms_median']:.2f} | "
+            f"{r['ms_iqr'][0]:.2f}-{r['ms_iqr'][1]:.2f} | {r['samples_per_s']:,.0f} | {r['gflops']:.1f} | "
+            f"{100 * r['fraction_of_gemm']:.0f} % | {tm} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
