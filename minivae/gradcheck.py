@@ -28,26 +28,22 @@ def rel_error(analytic: Any, numeric: Any) -> float:
 
 
 def numerical_gradient(f: Callable[[], float], x: Any, h: float = 1e-6) -> Any:
-    """Central-difference gradient of the scalar f() with respect to the array x, perturbed in place."""
+    """Central-difference gradient of the scalar f() with respect to the array x, perturbed in place.
+
+    Returned on x's backend, float64, shaped like x.
+    """
     xp = get_array_module(x)
+    return xp.asarray(numerical_gradient_at(f, x, range(x.size), h).reshape(x.shape))
+
+
+def numerical_gradient_at(f: Callable[[], float], x: Any, indices: Any, h: float = 1e-6) -> np.ndarray:
+    """Central differences of f() for the flat entries `indices` of x only (for big parameter arrays).
+
+    Returns a NumPy float64 array with one entry per index.
+    """
     if not x.flags.c_contiguous:
         raise ValueError("x must be C-contiguous so that it can be perturbed in place")
     flat = x.reshape(-1)  # a view of a contiguous array: writing flat[k] changes x
-    grad = xp.zeros(flat.shape, dtype=np.float64)
-    for k in range(flat.size):
-        old = float(flat[k])
-        flat[k] = old + h
-        fp = float(f())
-        flat[k] = old - h
-        fm = float(f())
-        flat[k] = old
-        grad[k] = (fp - fm) / (2 * h)
-    return grad.reshape(x.shape)
-
-
-def numerical_gradient_at(f: Callable[[], float], x: Any, indices: Any, h: float = 1e-6) -> Any:
-    """Central differences of f() for the flat entries `indices` of x only (for big parameter arrays)."""
-    flat = x.reshape(-1)
     out = []
     for k in indices:
         old = float(flat[k])
@@ -57,7 +53,7 @@ def numerical_gradient_at(f: Callable[[], float], x: Any, indices: Any, h: float
         fm = float(f())
         flat[k] = old
         out.append((fp - fm) / (2 * h))
-    return np.array(out)
+    return np.array(out, dtype=np.float64)
 
 
 def check_vae(
