@@ -13,6 +13,10 @@ from minivae.backend import get_array_module, to_numpy
 
 
 class Optimizer:
+    """Shared bookkeeping: the (name, param, grad) list, per-parameter state, the step count t."""
+
+    buffers: tuple[str, ...] = ()  # the state entries saved in checkpoints
+
     def __init__(self, named_parameters: Iterable[tuple[str, Any, Any]], lr: float) -> None:
         if not lr > 0:
             raise ValueError(f"learning rate must be > 0, got {lr}")
@@ -33,7 +37,9 @@ class Optimizer:
         """Host copies of the state: {"t": step, "<param>.<buffer>": array}."""
         out = {"t": np.array(self.t)}
         for name, buffers in self.state.items():
-            out.update({f"{name}.{k}": np.array(to_numpy(v)) for k, v in buffers.items()})
+            out.update(
+                {f"{name}.{k}": np.array(to_numpy(v)) for k, v in buffers.items() if k in self.buffers}
+            )
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -45,8 +51,6 @@ class Optimizer:
                 for k, v in state.items()
                 if k.startswith(name + ".") and k[len(name) + 1 :] in self.buffers
             }
-
-    buffers: tuple[str, ...] = ()
 
 
 class SGD(Optimizer):
@@ -101,11 +105,21 @@ class Adam(Optimizer):
         b1, b2 = self.betas
         if not state:
             state["exp_avg"], state["exp_avg_sq"] = xp.zeros_like(p), xp.zeros_like(p)
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * (g * g)
+        if "scratch" not in state:
+            state["scratch"] = xp.empty_like(p)  # a work buffer reused every step (not saved)
+        m, v, tmp = state["exp_avg"], state["exp_avg_sq"], state["scratch"]
         bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
         eps = self.eps / math.sqrt(bc2) if self.keras_epsilon else self.eps
-        p -= (self.lr / bc1) * m / (xp.sqrt(v) / math.sqrt(bc2) + eps)
+        # the formula above, written in place (out=...) so a step allocates nothing:
+        m *= b1
+        m += xp.multiply(g, 1 - b1, out=tmp)  # m = b1 m + (1 - b1) g
+        v *= b2
+        xp.multiply(g, g, out=tmp)
+        tmp *= 1 - b2
+        v += tmp  # v = b2 v + (1 - b2) g^2
+        xp.sqrt(v, out=tmp)
+        tmp *= 1 / math.sqrt(bc2)
+        tmp += eps  # sqrt(v_hat) + eps
+        xp.divide(m, tmp, out=tmp)
+        tmp *= self.lr / bc1
+        p -= tmp  # p -= lr m_hat / (sqrt(v_hat) + eps)
