@@ -15,6 +15,7 @@ from minivae.errors import UserError
 from minivae.layers import INITS
 from minivae.losses import LOSS_FORMS, effective_beta
 from minivae.models import ARCHS, BOTTLENECKS
+from minivae.schedules import SCHEDULES
 
 OPTIMIZERS = ("adam", "adam-keras", "sgd")
 ON_NONFINITE = ("stop", "skip")
@@ -32,6 +33,36 @@ class TrainConfig:
         default="elbo",
         metadata={
             "help": "elbo: per-image sum BCE + beta KL (nats); seed: the Keras study's pixel-mean form"
+        },
+    )
+    beta_schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "how the KL weight moves with the step: constant (--beta throughout); linear (KL annealing: "
+            "from 0 up to --beta over --beta-warmup-epochs, then --beta); cyclical (Fu et al. 2019: "
+            "--beta-cycles cycles over --epochs, in each beta rises from 0 to --beta over the first "
+            "--beta-cycle-ratio of the cycle, then stays); capacity (Burgess et al. 2018: loss = recon + "
+            "beta |KL - C|, C rising from 0 to --capacity-max nats over --capacity-epochs; --loss elbo only)"
+        },
+    )
+    beta_warmup_epochs: float = field(
+        default=0.0,
+        metadata={"help": "linear schedule: epochs (fractions allowed) to reach --beta (0: all of --epochs)"},
+    )
+    beta_cycles: int = field(
+        default=4, metadata={"help": "cyclical schedule: number of cycles over --epochs"}
+    )
+    beta_cycle_ratio: float = field(
+        default=0.5,
+        metadata={"help": "cyclical schedule: fraction of each cycle over which beta rises, in (0, 1]"},
+    )
+    capacity_max: float = field(
+        default=25.0, metadata={"help": "capacity schedule: the final KL target C_max, in nats per image"}
+    )
+    capacity_epochs: float = field(
+        default=0.0,
+        metadata={
+            "help": "capacity schedule: epochs over which C rises to --capacity-max (0: all of --epochs)"
         },
     )
     init: str | None = field(
@@ -71,6 +102,7 @@ class TrainConfig:
         choices = {
             "arch": ARCHS, "loss": LOSS_FORMS, "bottleneck": BOTTLENECKS, "optimizer": OPTIMIZERS,
             "backend": BACKENDS, "dtype": DTYPES, "dataset": DATASETS, "on_nonfinite": ON_NONFINITE,
+            "beta_schedule": SCHEDULES,
         }  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -79,18 +111,24 @@ class TrainConfig:
                 )
         if self.init is not None and self.init not in INITS:
             raise UserError(f"--init {self.init!r} is not known: choose one of {', '.join(INITS)}")
-        for name in ("latent", "hidden", "epochs", "batch_size"):
+        for name in ("latent", "hidden", "epochs", "batch_size", "beta_cycles"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{flag(name)} must be a whole number >= 1, got {getattr(self, name)}")
         for name in ("patience", "train_limit", "test_limit", "tsne_points"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{flag(name)} must be >= 0, got {getattr(self, name)}")
-        for name in ("beta", "grad_clip"):
+        for name in ("beta", "grad_clip", "beta_warmup_epochs", "capacity_max", "capacity_epochs"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise UserError(f"--{flag(name)} must be a finite number >= 0, got {v}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UserError(f"--lr must be a finite number > 0, got {self.lr}")
+        if not 0 < self.beta_cycle_ratio <= 1:
+            raise UserError(f"--beta-cycle-ratio must be in (0, 1], got {self.beta_cycle_ratio}")
+        if self.beta_schedule == "capacity" and self.loss != "elbo":
+            raise UserError(
+                "--beta-schedule capacity needs --loss elbo: its target C is a KL in nats per image"
+            )
         if not 0 <= self.val_fraction < 1:
             raise UserError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.patience and not self.val_fraction:

@@ -12,6 +12,9 @@ The VAE loss comes in two forms:
 - "seed":  mean-over-pixels BCE + beta_seed * mean over latents of -(1 + logvar - mu^2 - exp(logvar)),
   the Keras study's form (beta_seed = 0.0005). Multiplying it by the pixel count P = 784 shows it is
   the "elbo" form with an effective beta of 2 * P * beta_seed / latent: it changes with the latent size.
+
+Either form takes an optional capacity C (Burgess et al. 2018): total = recon + beta * |kl - C|, which
+pulls the batch-mean KL towards C instead of towards 0 (beta is then the paper's gamma).
 """
 
 from __future__ import annotations
@@ -94,7 +97,15 @@ def effective_beta(form: str, beta: float, latent: int, n_pixels: int = 784) -> 
     raise ValueError(f"unknown loss form {form!r}: choose one of {', '.join(LOSS_FORMS)}")
 
 
-def vae_loss(logits: Any, x: Any, mu: Any, logvar: Any, beta: float = 1.0, form: str = "elbo") -> VAELoss:
+def vae_loss(
+    logits: Any,
+    x: Any,
+    mu: Any,
+    logvar: Any,
+    beta: float = 1.0,
+    form: str = "elbo",
+    capacity: float | None = None,
+) -> VAELoss:
     """The beta-VAE loss and its gradients with respect to logits, mu and logvar.
 
     logits, x: (N, ...) with x in [0, 1];  mu, logvar: (N, latent).
@@ -102,6 +113,8 @@ def vae_loss(logits: Any, x: Any, mu: Any, logvar: Any, beta: float = 1.0, form:
             all averaged over the batch.
     "seed": recon = BCE averaged over pixels, kl = mean over latents of -(1 + logvar - mu^2 - exp(logvar))
             (= 2 KL / latent), total = recon + beta kl, averaged over the batch.
+    capacity C (None: off): total = recon + beta |kl - C|, C in the units of kl (nats for "elbo"); its
+            gradient is beta sign(kl - C) dkl, with kl the batch mean (0 exactly at kl = C).
     """
     if form == "elbo":
         recon, dlogits = bce_with_logits(logits, x, "batchmean")
@@ -112,4 +125,9 @@ def vae_loss(logits: Any, x: Any, mu: Any, logvar: Any, beta: float = 1.0, form:
         kl, dmu, dlogvar = kl_normal(mu, logvar, 2.0, "mean")
     else:
         raise ValueError(f"unknown loss form {form!r}: choose one of {', '.join(LOSS_FORMS)}")
-    return VAELoss(recon + beta * kl, recon, kl, dlogits, beta * dmu, beta * dlogvar)
+    if capacity is None:
+        return VAELoss(recon + beta * kl, recon, kl, dlogits, beta * dmu, beta * dlogvar)
+    xp = get_array_module(mu)
+    gap = kl - capacity  # a 0-d array: stays on the device
+    weight = beta * xp.sign(gap)  # the slope of beta |kl - C|
+    return VAELoss(recon + beta * xp.abs(gap), recon, kl, dlogits, weight * dmu, weight * dlogvar)

@@ -10,6 +10,7 @@ The whole of one training step, on either backend:
 Randomness is counter-based: the shuffling of epoch e comes from default_rng([seed, 0, e]) and the
 noise of step t from default_rng([seed, 1, t]). The random state of a run is therefore just
 (seed, epoch, step): a checkpoint that stores those counters resumes bit for bit, mid-epoch included.
+The β schedule (minivae.schedules) is likewise a pure function of the step, so it resumes exactly too.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ from minivae.checkpoint import CheckpointError, bytes_of, describe_mismatch, loa
 from minivae.config import TrainConfig
 from minivae.data import as_nchw, load_mnist, to_float, train_val_split
 from minivae.errors import UserError
-from minivae.losses import VAELoss, vae_loss
+from minivae.losses import VAELoss, effective_beta, vae_loss
 from minivae.models import VAE, build_model
 from minivae.optim import SGD, Adam, Optimizer
+from minivae.schedules import beta_at, capacity_at, final_beta_capacity
 
 HISTORY_FIELDS = [
     "epoch", "step", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl",
-    "effective_beta", "alive_units", "seconds",
+    "beta", "capacity", "effective_beta", "alive_units", "seconds",
 ]  # fmt: skip
 
 
@@ -131,14 +133,15 @@ def first_nonfinite(model: VAE, x: Any, eps: Any) -> str:
 
 def train_step(
     model: VAE, optimizer: Optimizer, x: Any, eps: Any, beta: float, form: str, grad_clip: float = 0.0,
-    check_finite: bool = True,
+    check_finite: bool = True, capacity: float | None = None,
 ) -> tuple[VAELoss, bool]:  # fmt: skip
     """One step: forward, loss, backward, (clip), update. Returns (loss, applied).
 
+    capacity: the target C of the capacity objective, recon + beta |KL - C| (None: the plain beta-VAE loss).
     With check_finite, a NaN/Inf loss or gradient leaves the weights untouched and returns applied=False.
     """
     logits, mu, logvar = model.forward(x, eps=eps)  # (N,1,28,28), (N,latent), (N,latent)
-    out = vae_loss(logits, x, mu, logvar, beta, form)
+    out = vae_loss(logits, x, mu, logvar, beta, form, capacity)
     model.backward(out.dlogits, out.dmu, out.dlogvar)
     if check_finite and not (math.isfinite(float(out.total)) and grads_finite(model)):
         return out, False
@@ -155,8 +158,13 @@ def train_step(
 
 
 def mean_loss(model: VAE, x: Any, cfg: TrainConfig, stream: int = 2) -> dict[str, float]:
-    """Loss (total, recon, kl, in the run's loss form) averaged over x, one z per image from a fixed stream."""
+    """Loss (total, recon, kl, in the run's loss form) averaged over x, one z per image from a fixed stream.
+
+    The total uses the end point of the run's β schedule (β = --beta, and C = --capacity-max for the
+    capacity objective), so that it is comparable from epoch to epoch while the schedule still moves.
+    """
     xp = model.xp
+    beta, cap = final_beta_capacity(cfg)
     sums = np.zeros(3)
     for start in range(0, len(x), 500):
         xb = x[start : start + 500]
@@ -166,7 +174,7 @@ def mean_loss(model: VAE, x: Any, cfg: TrainConfig, stream: int = 2) -> dict[str
             )
         )
         logits, mu, logvar = model.forward(xb, eps=eps)
-        out = vae_loss(logits, xb, mu, logvar, cfg.beta, cfg.loss)
+        out = vae_loss(logits, xb, mu, logvar, beta, cfg.loss, cap)
         sums += len(xb) * np.array([float(out.total), float(out.recon), float(out.kl)])
     total, recon, kl = (float(v) for v in sums / max(len(x), 1))
     return {"loss": total, "recon": recon, "kl": kl}
@@ -320,7 +328,6 @@ def train(
         save_checkpoint(out / name, model.state_dict(), optimizer.state_dict(), meta)
 
     flag = SignalFlag()
-    beta_eff = cfg.effective_beta
     # seconds to sleep after each step: slows a run down for fault-injection tests and demos only
     step_delay = float(os.environ.get("MINIVAE_STEP_DELAY", "0") or 0)
     # overflow is caught and explained by the finiteness check below, so NumPy's own warnings are noise
@@ -339,9 +346,11 @@ def train(
                 idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 xb = data.x_train[xp.asarray(idx)] if xp is not np else data.x_train[idx]
                 eps = step_noise(cfg.seed, state["step"], (len(idx), cfg.latent), cfg.dtype, xp)
+                beta_t = beta_at(state["step"], batches_per_epoch, cfg)
+                cap_t = capacity_at(state["step"], batches_per_epoch, cfg)
                 try:
                     out_loss, applied = train_step(
-                        model, optimizer, xb, eps, cfg.beta, cfg.loss, cfg.grad_clip
+                        model, optimizer, xb, eps, beta_t, cfg.loss, cfg.grad_clip, capacity=cap_t
                     )
                 except Exception as e:
                     if type(e).__name__ == "OutOfMemoryError":  # cupy.cuda.memory.OutOfMemoryError
@@ -394,10 +403,14 @@ def train(
             bar.close()
             # ---- end of epoch: validation, history, checkpoints, early stopping
             s = state["sums"]
+            beta_t = beta_at(state["step"] - 1, batches_per_epoch, cfg)  # at the epoch's last step
+            cap_t = capacity_at(state["step"] - 1, batches_per_epoch, cfg)
             row = {
                 "epoch": epoch + 1, "step": state["step"],
                 "train_loss": s[0] / max(s[3], 1), "train_recon": s[1] / max(s[3], 1), "train_kl": s[2] / max(s[3], 1),
-                "val_loss": "", "val_recon": "", "val_kl": "", "effective_beta": beta_eff,
+                "val_loss": "", "val_recon": "", "val_kl": "",
+                "beta": beta_t, "capacity": "" if cap_t is None else cap_t,
+                "effective_beta": effective_beta(cfg.loss, beta_t, cfg.latent),
                 "alive_units": int(to_numpy(alive).sum()),
                 "seconds": round(state["seconds"] + time.perf_counter() - t0, 3),
             }  # fmt: skip

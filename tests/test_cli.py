@@ -86,6 +86,9 @@ BAD = [
     (["train", "--resume", "/nonexistent/run"], "no last.npz there to resume from"),
     (["evaluate", "/nonexistent/run"], "has no best.npz"),
     (["sweep", "--latents", "0", "5"], "--latents, --seeds and --jobs take whole numbers >= 1"),
+    (["train", "--beta-schedule", "sigmoid"], "--beta-schedule 'sigmoid' is not known"),
+    (["train", "--beta-schedule", "capacity", "--loss", "seed"], "capacity needs --loss elbo"),
+    (["train", "--beta-warmup-epochs", "x"], "invalid float value"),
 ]
 
 

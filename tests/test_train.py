@@ -65,6 +65,41 @@ def test_resume_is_bit_identical(stop_at, tmp_path, mnist_ready):
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
+SCHEDULED = {
+    "linear": dict(beta_schedule="linear", beta_warmup_epochs=1.5),
+    "cyclical": dict(beta_schedule="cyclical", beta_cycles=2),
+    "capacity": dict(beta_schedule="capacity", capacity_max=5.0, capacity_epochs=1.0, beta=2.0),
+}
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULED))
+def test_resume_is_bit_identical_with_a_schedule(schedule, tmp_path, mnist_ready):
+    """beta (and C) are functions of the step alone, so a cut mid-epoch resumes to the same weights."""
+    cfg = dict(epochs=2, latent=3, hidden=32, **{**TINY, "train_limit": 128}, **SCHEDULED[schedule])
+    ref, _, ref_hist = train(TrainConfig(**cfg), tmp_path / "ref", progress=False)
+    with pytest.raises(Interrupted):  # 4 steps per epoch: cut in the middle of epoch 2
+        train(TrainConfig(**cfg), tmp_path / "cut", progress=False, stop_after_steps=6)
+    resumed, _, hist = train(None, tmp_path / "cut", resume=True, progress=False)
+    for k, v in weights(ref).items():
+        np.testing.assert_array_equal(v, weights(resumed)[k], err_msg=k)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in hist]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in ref_hist]
+
+
+def test_history_records_the_schedule(tmp_path, mnist_ready):
+    """history.csv: beta at each epoch's last step (5 steps per epoch here), and C where used."""
+    cfg = TrainConfig(epochs=2, latent=3, hidden=32, **{**TINY, "train_limit": 160}, **SCHEDULED["linear"])
+    _, _, hist = train(cfg, tmp_path / "lin", progress=False)
+    assert [r["beta"] for r in hist] == pytest.approx([4 / 7.5, 1.0])  # step 4 of a 7.5-step warm-up, then 1
+    assert [r["capacity"] for r in hist] == ["", ""]
+    cfg = TrainConfig(epochs=2, latent=3, hidden=32, **{**TINY, "train_limit": 160}, **SCHEDULED["capacity"])
+    _, _, hist = train(cfg, tmp_path / "cap", progress=False)
+    assert [r["capacity"] for r in hist] == pytest.approx([4.0, 5.0])  # C = 5 * step / 5, capped at 5
+    assert [r["beta"] for r in hist] == [2.0, 2.0]
+    header = (tmp_path / "cap" / "history.csv").read_text().splitlines()[0].split(",")
+    assert {"beta", "capacity", "effective_beta"} <= set(header)
+
+
 def test_same_seed_same_numbers(tmp_path, mnist_ready):
     _, _, h1 = train(TrainConfig(epochs=1, **TINY), tmp_path / "a", progress=False)
     _, _, h2 = train(TrainConfig(epochs=1, **TINY), tmp_path / "b", progress=False)
