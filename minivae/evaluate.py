@@ -5,6 +5,11 @@ test image of that digit, PSNR = 10 log10(1 / MSE). Both reconstructions the see
 - "sampled": decode z = mu + sigma * eps, one eps per image (the full stochastic VAE);
 - "mean":    decode z = mu (the deterministic path).
 (The seed's "full VAE" column printed MSE 0 / PSNR inf because its model returned its own input.)
+
+The ELBO's two parts, in nats per image (Alemi et al. 2018's names): the rate R = mean KL(q(z|x) || p(z))
+and the distortion D = mean -log p(x|z) (one z per image), with ELBO = -(R + D). Active units (Burda et
+al. 2015): unit i is active when Cov_x(E_q[z_i]) = Var_x(mu_i(x)) > 0.01. Optionally the IWAE estimate
+of log p(x) with k importance samples (minivae.likelihood).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from minivae.losses import vae_loss
 from minivae.models import VAE
 
 EVAL_BATCH = 500
+ACTIVE_THRESHOLD = 0.01  # Burda et al. 2015
 
 
 @dataclass
@@ -41,16 +47,28 @@ def psnr(mse: float) -> float:
     return 10.0 * math.log10(1.0 / mse) if mse > 0 else math.inf
 
 
-def evaluate(model: VAE, x: Any, labels: np.ndarray, seed: int = 0) -> Evaluation:
+def active_units(mu: np.ndarray, threshold: float = ACTIVE_THRESHOLD) -> tuple[int, np.ndarray]:
+    """(count, per-unit values): Var over images of each latent mean; mu (N, latent) -> (latent,).
+
+    A unit whose mean does not change with the image carries no information about it (its posterior
+    has collapsed onto something data-independent, usually the prior); Burda et al. call it inactive.
+    """
+    unit_var = np.asarray(mu, dtype=np.float64).var(axis=0)  # Cov_x(E_q[z_i]), the diagonal
+    return int((unit_var > threshold).sum()), unit_var
+
+
+def evaluate(model: VAE, x: Any, labels: np.ndarray, seed: int = 0, iwae_k: int = 0) -> Evaluation:
     """Run the model over test images x (N, 1, 28, 28) on its backend, in batches.
 
     The noise for the sampled reconstruction comes from default_rng([seed, 3, batch start]), so the
-    numbers are reproducible. The negative ELBO is in nats with beta = 1 (sum BCE + KL per image).
+    numbers are reproducible. The negative ELBO is in nats with beta = 1 (sum BCE + KL per image) =
+    distortion + rate. iwae_k > 0 adds the IWAE estimate of log p(x) with that many samples per image.
     """
     xp = model.xp
     n, latent = len(x), model.latent
     sq_sampled, sq_mean = np.zeros(n), np.zeros(n)
     mus, sums = [], np.zeros(3)
+    kl_units = np.zeros(latent)  # KL per latent unit, summed over images
     alive = None
     for start in range(0, n, EVAL_BATCH):
         xb = x[start : start + EVAL_BATCH]
@@ -59,6 +77,7 @@ def evaluate(model: VAE, x: Any, labels: np.ndarray, seed: int = 0) -> Evaluatio
         logits, mu, logvar = model.forward(xb, eps=xp.asarray(eps))
         out = vae_loss(logits, xb, mu, logvar, beta=1.0, form="elbo")
         sums += k * np.array([float(out.total), float(out.recon), float(out.kl)])
+        kl_units += to_numpy(0.5 * (xp.exp(logvar) + mu * mu - 1.0 - logvar)).sum(axis=0)
         unit_alive = (model.encoder_output > 0).any(axis=0)
         alive = unit_alive if alive is None else alive | unit_alive
         sq_sampled[start : start + k] = to_numpy(((sigmoid(logits) - xb) ** 2).sum(axis=(1, 2, 3)))
@@ -77,18 +96,29 @@ def evaluate(model: VAE, x: Any, labels: np.ndarray, seed: int = 0) -> Evaluatio
         rows.append({"digit": d, "count": int(sel.sum()), "mse_sampled": mse_s, "psnr_sampled": psnr(mse_s),
                      "mse_mean": mse_m, "psnr_mean": psnr(mse_m)})  # fmt: skip
     neg_elbo, recon, kl = sums / n
-    unit_var = mu_all.var(axis=0)  # Cov_x(E_q[z_i]) (Burda et al. 2015): > 0.01 means the unit is used
+    n_active, unit_var = active_units(mu_all)
     metrics = {
         "test_images": n,
         "neg_elbo": neg_elbo, "recon_nats": recon, "kl_nats": kl,
+        "rate_nats": kl, "distortion_nats": recon, "elbo_nats": -(recon + kl),
+        "kl_per_unit_nats": (kl_units / n).round(5).tolist(),
         "mse_sampled": sq_sampled.sum() / (n * pixels), "mse_mean": sq_mean.sum() / (n * pixels),
         "psnr_sampled_digit_mean": float(np.mean([r["psnr_sampled"] for r in rows])),
         "psnr_mean_digit_mean": float(np.mean([r["psnr_mean"] for r in rows])),
-        "active_units": int((unit_var > 0.01).sum()), "latent_unit_variance": unit_var.round(5).tolist(),
+        "active_units": n_active, "latent_unit_variance": unit_var.round(5).tolist(),
+        "active_unit_mask": (unit_var > ACTIVE_THRESHOLD).tolist(),
         "alive_encoder_units": int(to_numpy(alive).sum()), "encoder_units": int(alive.shape[0]),
     }  # fmt: skip
     metrics["psnr_sampled"] = psnr(metrics["mse_sampled"])
     metrics["psnr_mean"] = psnr(metrics["mse_mean"])
+    if iwae_k:
+        from minivae.likelihood import iwae_bound
+
+        log_px = iwae_bound(model, x, iwae_k, seed=seed)
+        metrics.update(
+            iwae_k=iwae_k, iwae_log_px=float(log_px.mean()), iwae_nll=float(-log_px.mean()),
+            iwae_stderr=float(log_px.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0,
+        )  # fmt: skip
     return Evaluation(rows, metrics, mu_all, np.asarray(labels))
 
 

@@ -31,9 +31,14 @@ def one_per_digit(labels: np.ndarray, k: int = 10) -> np.ndarray:
     return np.array(first[:k])
 
 
-def write_report(model: VAE, cfg: TrainConfig, x_test: Any, y_test: np.ndarray, out: Path) -> Evaluation:
-    """Evaluate and write per_digit.csv, metrics.json, the figures and report.md into run directory out."""
-    ev = evaluate(model, x_test, y_test, seed=cfg.seed)
+def write_report(
+    model: VAE, cfg: TrainConfig, x_test: Any, y_test: np.ndarray, out: Path, iwae_k: int = 0
+) -> Evaluation:
+    """Evaluate and write per_digit.csv, metrics.json, the figures and report.md into run directory out.
+
+    iwae_k > 0 adds the IWAE estimate of log p(x) with that many importance samples per test image.
+    """
+    ev = evaluate(model, x_test, y_test, seed=cfg.seed, iwae_k=iwae_k)
     history = read_history(out / "history.csv")
     m = ev.metrics
     m.update(effective_beta=cfg.effective_beta, epochs_run=len(history), parameters=model.num_parameters())
@@ -106,21 +111,38 @@ def render(cfg: TrainConfig, m: dict[str, Any], rows: list[dict[str, Any]], hist
         f"bottleneck {cfg.bottleneck if cfg.arch == 'conv' else 'n/a'}",
         f"- loss form `{cfg.loss}` with beta = {cfg.beta:g}: effective beta in standard ELBO units = "
         f"**{m['effective_beta']:.4g}**",
+        f"- beta schedule: {schedule_text(cfg)}",
         f"- {cfg.optimizer}, lr {cfg.lr:g}, batch {cfg.batch_size}, {m['epochs_run']} of {cfg.epochs} epochs, "
         f"seed {cfg.seed}, backend {cfg.backend}, {cfg.dtype}",
         "",
         "## Test set",
         "",
         f"- negative ELBO (beta = 1, one z per image): **{m['neg_elbo']:.2f} nats** "
-        f"= reconstruction {m['recon_nats']:.2f} + KL {m['kl_nats']:.2f}",
+        f"= distortion D {m['distortion_nats']:.2f} + rate R {m['rate_nats']:.2f}; ELBO = -(R + D) = "
+        f"{m['elbo_nats']:.2f} nats",
+        "  (rate R = mean KL(q(z|x) || p(z)), distortion D = mean -log p(x|z) = BCE summed over the pixels, "
+        "Alemi et al. 2018)",
         f"- MSE, sampled z: {m['mse_sampled']:.5f} (PSNR {m['psnr_sampled']:.2f} dB); "
         f"z = mu: {m['mse_mean']:.5f} (PSNR {m['psnr_mean']:.2f} dB)",
         f"- active latent units (variance of mu over the test set > 0.01): {m['active_units']} of {cfg.latent}",
         f"- encoder output units alive (> 0 for some test image): {m['alive_encoder_units']} of {m['encoder_units']}",
     ]
+    if m.get("iwae_k"):
+        lines.append(
+            f"- IWAE estimate of log p(x) with k = {m['iwae_k']} importance samples (Burda et al. 2015): "
+            f"**{m['iwae_log_px']:.2f} ± {m['iwae_stderr']:.2f} nats** (mean ± standard error over images), "
+            f"a bound {m['iwae_log_px'] - m['elbo_nats']:.2f} nats tighter than the ELBO"
+        )
     if "best_val_loss" in m:
         lines.append(f"- best validation loss ({cfg.loss} units): {m['best_val_loss']:.4f}; the weights evaluated are "
                      "those of the best validation epoch")  # fmt: skip
+    lines += ["", "## Latent units", "", "Active: Var over test images of the unit's mean > 0.01 (Burda et al. "
+              "2015). KL: the unit's share of the rate, nats per image.", "",
+              "| unit | Var(mu) | KL (nats) | active |", "|---|---|---|---|"]  # fmt: skip
+    for i, (v, kl, on) in enumerate(
+        zip(m["latent_unit_variance"], m["kl_per_unit_nats"], m["active_unit_mask"])
+    ):
+        lines.append(f"| {i} | {v:.4f} | {kl:.3f} | {'yes' if on else 'no'} |")
     lines += ["", "## Per digit", "", "PSNR = 10 log10(1 / MSE), MSE pooled over all test images of the digit, "
               "pixels in [0, 1].", ""]  # fmt: skip
     head = "| digit | images | MSE sampled z | PSNR sampled z | MSE z = mu | PSNR z = mu |"
@@ -144,14 +166,42 @@ def render(cfg: TrainConfig, m: dict[str, Any], rows: list[dict[str, Any]], hist
     for key, path in figs.items():
         lines += [f"### {captions[key]}", "", f"![{captions[key]}]({Path(path).name})", ""]
     if history:
-        lines += ["## History", "", "| epoch | train loss | val loss | val recon | val KL | alive units | s |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        scheduled = cfg.beta_schedule != "constant"
+        lines += ["## History", ""]
+        if scheduled:
+            lines += [
+                "beta (and C) at each epoch's last step; validation losses use the schedule's end point.",
+                "",
+            ]
+        head = "| epoch | train loss | val loss | val recon | val KL | alive units | s |"
+        if scheduled:
+            head = head.replace("| epoch |", "| epoch | beta | C |")
+        lines += [head, "|---" * head.count(" |") + "|"]
         for r in history:
+            sched = (
+                f" {_fmt(_num(r.get('beta')))} | {_fmt(_num(r.get('capacity')), 2)} |" if scheduled else ""
+            )
             lines.append(
-                f"| {r['epoch']} | {_fmt(float(r['train_loss']))} | {_fmt(_num(r['val_loss']))} | "
+                f"| {r['epoch']} |{sched} {_fmt(float(r['train_loss']))} | {_fmt(_num(r['val_loss']))} | "
                 f"{_fmt(_num(r['val_recon']))} | {_fmt(_num(r['val_kl']))} | {r['alive_units']} | {r['seconds']} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def schedule_text(cfg: TrainConfig) -> str:
+    """One line saying how beta moved during training."""
+    run = f"{cfg.epochs} epochs"
+    if cfg.beta_schedule == "linear":
+        w = cfg.beta_warmup_epochs or cfg.epochs
+        return f"linear warm-up from 0 to {cfg.beta:g} over {w:g} of {run}, per step"
+    if cfg.beta_schedule == "cyclical":
+        return (f"cyclical (Fu et al. 2019): {cfg.beta_cycles} cycles over {run}, beta rising from 0 to "
+                f"{cfg.beta:g} over the first {cfg.beta_cycle_ratio:g} of each")  # fmt: skip
+    if cfg.beta_schedule == "capacity":
+        w = cfg.capacity_epochs or cfg.epochs
+        return (f"capacity (Burgess et al. 2018): loss = recon + {cfg.beta:g} |KL - C|, C rising from 0 to "
+                f"{cfg.capacity_max:g} nats over {w:g} of {run}")  # fmt: skip
+    return "constant"
 
 
 def _num(v: Any) -> Any:

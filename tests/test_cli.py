@@ -48,12 +48,23 @@ def test_train_writes_the_report(run):
     assert "negative ELBO" in report and all(f"]({f})" in report for f in FIGURES)
 
 
-def test_evaluate_rewrites_metrics(run):
+def test_evaluate_rewrites_metrics(run, capsys):
     before = json.loads((run / "metrics.json").read_text())
     (run / "metrics.json").unlink()
-    assert main(["evaluate", str(run)]) == 0
+    assert main(["evaluate", str(run), "--iwae-k", "5"]) == 0
     after = json.loads((run / "metrics.json").read_text())
     assert after["neg_elbo"] == pytest.approx(before["neg_elbo"], rel=1e-6)
+    assert "log p(x) >= " in capsys.readouterr().out
+    m = after  # rate and distortion by name, per-unit values, and the IWAE bound
+    assert m["iwae_k"] == 5 and m["iwae_log_px"] > m["elbo_nats"] - 1.0  # at least as tight, up to noise
+    assert m["rate_nats"] + m["distortion_nats"] == pytest.approx(m["neg_elbo"])
+    assert len(m["latent_unit_variance"]) == len(m["active_unit_mask"]) == len(m["kl_per_unit_nats"]) == 4
+    report = (run / "report.md").read_text()
+    assert (
+        "IWAE estimate of log p(x) with k = 5" in report
+        and "rate R" in report
+        and "## Latent units" in report
+    )
 
 
 def test_sweep(tmp_path):
@@ -89,6 +100,7 @@ BAD = [
     (["train", "--beta-schedule", "sigmoid"], "--beta-schedule 'sigmoid' is not known"),
     (["train", "--beta-schedule", "capacity", "--loss", "seed"], "capacity needs --loss elbo"),
     (["train", "--beta-warmup-epochs", "x"], "invalid float value"),
+    (["evaluate", "/nonexistent/run", "--iwae-k", "-1"], "--iwae-k must be >= 0"),
 ]
 
 
