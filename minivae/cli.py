@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import signal
 import sys
 import threading
@@ -113,8 +114,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     base = config_from_args(args)
     if any(k < 1 for k in args.latents) or args.seeds < 1 or args.jobs < 1:
         raise UserError("--latents, --seeds and --jobs take whole numbers >= 1")
+    if args.betas is not None and not all(math.isfinite(b) and b >= 0 for b in args.betas):
+        raise UserError(f"--betas takes finite numbers >= 0, got {' '.join(f'{b:g}' for b in args.betas)}")
+    if len(set(args.latents)) < len(args.latents) or len(set(args.betas or [])) < len(args.betas or []):
+        raise UserError("--latents and --betas take each value once")
     out = Path(args.out) if args.out else Path("runs") / f"sweep_{base.arch}_{time.strftime('%Y%m%d-%H%M%S')}"
-    report = sweep(base, args.latents, args.seeds, out, jobs=args.jobs, progress=not args.quiet)
+    report = sweep(base, args.latents, args.seeds, out, jobs=args.jobs, progress=not args.quiet,
+                   betas=args.betas, fixed_effective_beta=args.fixed_effective_beta)  # fmt: skip
     print(f"report: {report}")
     return 0
 
@@ -152,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sweep", help="train several latent sizes (and seeds) and compare them per digit")
     _add_config_flags(s)
     s.add_argument("--latents", type=int, nargs="+", default=[5, 10, 15, 20], help="latent sizes")
+    s.add_argument(
+        "--betas", type=float, nargs="+", default=None, metavar="BETA",
+        help="beta values to sweep, each run at every latent size (in --loss units; ELBO units with "
+        "--fixed-effective-beta); adds a rate-distortion curve (default: --beta only)",
+    )  # fmt: skip
+    s.add_argument(
+        "--fixed-effective-beta", action="store_true",
+        help="hold beta fixed in standard ELBO units across latent sizes: --betas (default: --beta's "
+        "effective value) are effective betas, and for --loss seed each run's beta = beta_eff * latent / "
+        "(2 * 784). Without it the seed form's effective beta falls as the latent size grows",
+    )  # fmt: skip
     s.add_argument("--seeds", type=int, default=1, help="runs per latent size (seeds seed, seed+1, ...)")
     s.add_argument("--jobs", type=int, default=1, help="runs trained at once, in worker processes")
     s.add_argument("--out", default=None, help="sweep directory (default: runs/sweep_<arch>_<time>)")

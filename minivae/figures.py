@@ -101,3 +101,45 @@ def per_digit_bars(
     if title:
         ax.set_title(title, fontsize=9)
     return _save(fig, path)
+
+
+def rate_distortion(
+    curves: dict[str, list[tuple[str, float, float, float, float]]], path: Path, title: str = ""
+) -> Path:
+    """Rate (x) against distortion (y), nats per image: one line per curve, one labelled point per beta.
+
+    curves: name -> [(point label, rate, distortion, rate spread, distortion spread), ...].
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for i, (name, pts) in enumerate(curves.items()):
+        c = f"C{i % 10}"
+        pts = sorted(pts, key=lambda p: p[1])
+        r, d = [p[1] for p in pts], [p[2] for p in pts]
+        ax.errorbar(r, d, xerr=[p[3] for p in pts], yerr=[p[4] for p in pts], fmt="-o", color=c, ms=4,
+                    capsize=2, label=name)  # fmt: skip
+        for label, x, y, *_ in pts:
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=c)
+    ax.set_xlabel("rate R = KL(q(z|x) || p(z)) (nats per image)")
+    ax.set_ylabel("distortion D = -log p(x|z) (nats per image)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "rate-distortion, test set (lines of constant R + D are the ELBO)", fontsize=9)
+    return _save(fig, path)
+
+
+def by_latent(
+    panels: dict[str, dict[str, tuple[list[int], list[float], list[float]]]], path: Path, title: str = ""
+) -> Path:
+    """Side-by-side panels of a metric against latent size: panel title -> series -> (latents, mean, sd)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False)
+    for ax, (name, series) in zip(axes[0], panels.items()):
+        for i, (label, (xs, ys, sd)) in enumerate(series.items()):
+            ax.errorbar(xs, ys, yerr=sd, fmt="-o", ms=4, capsize=2, color=f"C{i % 10}", label=label)
+        ax.set_xlabel("latent size")
+        ax.set_ylabel(name)
+        ax.set_xticks(sorted({x for xs, _, _ in series.values() for x in xs}))
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)

@@ -97,6 +97,15 @@ def effective_beta(form: str, beta: float, latent: int, n_pixels: int = 784) -> 
     raise ValueError(f"unknown loss form {form!r}: choose one of {', '.join(LOSS_FORMS)}")
 
 
+def beta_for_effective(form: str, beta_eff: float, latent: int, n_pixels: int = 784) -> float:
+    """The inverse of effective_beta: the beta of a loss form that amounts to beta_eff in ELBO units."""
+    if form == "elbo":
+        return beta_eff
+    if form == "seed":
+        return beta_eff * latent / (2.0 * n_pixels)
+    raise ValueError(f"unknown loss form {form!r}: choose one of {', '.join(LOSS_FORMS)}")
+
+
 def vae_loss(
     logits: Any,
     x: Any,

@@ -1,9 +1,18 @@
-"""Train one run per (latent size, seed), then compare the latent sizes digit by digit.
+"""Train one run per (β, latent size, seed), then compare them: per digit, and by rate and distortion.
 
-Each run is an ordinary run directory (`<out>/z<latent>_s<seed>/`), trained and reported exactly as
-`minivae train` does. A finished run is skipped and an interrupted one resumed, so a sweep can be
-stopped and started again. The comparison gives, per latent size and digit, the mean and the sample
-standard deviation over seeds of the per-digit PSNR and MSE, and one sentence naming the best size.
+Each run is an ordinary run directory, trained and reported exactly as `minivae train` does:
+`<out>/z<latent>_s<seed>/` when only latent sizes are swept, `<out>/b<beta>_z<latent>_s<seed>/` with
+--betas (β in the units of --loss), `<out>/eb<beta>_z<latent>_s<seed>/` with --fixed-effective-beta (β in
+standard ELBO units, the same for every latent size: for --loss seed each run's β_seed = β_eff · latent /
+(2 · 784), where the seed study's fixed β_seed = 0.0005 gave β_eff from 0.157 at latent 5 to 0.039 at 20).
+A finished run is skipped and an interrupted one resumed, so a sweep can be stopped and started again;
+the runs are independent, so --jobs N trains N at once in worker processes (or a cluster scheduler can
+run each as its own `minivae train`).
+
+The comparison gives, per (β, latent size) and digit, the mean and the sample standard deviation over
+seeds of the per-digit PSNR and MSE, the rate and the distortion; a rate-distortion curve (one point per
+β, Alemi et al. 2018), PSNR and active units against the latent size, and sentences naming the best size
+and saying whether the rate-distortion curve is monotone in β.
 """
 
 from __future__ import annotations
@@ -21,12 +30,25 @@ import numpy as np
 from minivae import figures
 from minivae.config import TrainConfig
 from minivae.evaluate import seed_reference
+from minivae.losses import beta_for_effective
 from minivae.report import read_history
 from minivae.train import save_json
 
 
-def run_dir(out: Path, latent: int, seed: int) -> Path:
-    return out / f"z{latent}_s{seed}"
+def run_dir(out: Path, latent: int, seed: int, beta: float | None = None, effective: bool = False) -> Path:
+    """A run's directory: z<latent>_s<seed>, prefixed b<beta>_ (or eb<beta>_ for effective β) in β sweeps."""
+    name = f"z{latent}_s{seed}"
+    if beta is not None:
+        name = f"{'eb' if effective else 'b'}{beta:g}_{name}"
+    return out / name
+
+
+def run_config(base: TrainConfig, latent: int, seed: int, beta: float | None, effective: bool) -> TrainConfig:
+    """The config of one run: base with this latent size, seed and β (converted from ELBO units if effective)."""
+    cfg = dataclasses.replace(base, latent=latent, seed=seed)
+    if beta is not None:
+        cfg.beta = beta_for_effective(base.loss, beta, latent) if effective else beta
+    return cfg.validate()
 
 
 def run_one(cfg_dict: dict[str, Any], path: str, progress: bool) -> str:
@@ -45,15 +67,25 @@ def run_one(cfg_dict: dict[str, Any], path: str, progress: bool) -> str:
 
 
 def sweep(
-    base: TrainConfig, latents: list[int], seeds: int, out: Path, jobs: int = 1, progress: bool = True
-) -> Path:
-    """Train every (latent, seed) run under out/ and write out/summary.csv, figures and report.md."""
+    base: TrainConfig, latents: list[int], seeds: int, out: Path, jobs: int = 1, progress: bool = True,
+    betas: list[float] | None = None, fixed_effective_beta: bool = False,
+) -> Path:  # fmt: skip
+    """Train every (beta, latent, seed) run under out/ and write out/summary.csv, figures and report.md.
+
+    betas None: every run uses base.beta (the latent-size sweep). fixed_effective_beta: the betas (default:
+    base's effective beta) are in ELBO units and each run's beta is converted for its latent size.
+    """
+    if fixed_effective_beta and betas is None:
+        betas = [base.effective_beta]
     out.mkdir(parents=True, exist_ok=True)
     tasks = []
-    for latent in latents:
-        for s in range(seeds):
-            cfg = dataclasses.replace(base, latent=latent, seed=base.seed + s).validate()
-            tasks.append((cfg.to_dict(), str(run_dir(out, latent, base.seed + s))))
+    for beta in betas if betas is not None else [None]:
+        for latent in latents:
+            for s in range(seeds):
+                cfg = run_config(base, latent, base.seed + s, beta, fixed_effective_beta)
+                tasks.append(
+                    (cfg.to_dict(), str(run_dir(out, latent, base.seed + s, beta, fixed_effective_beta)))
+                )
     if jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             for msg in pool.map(run_one, *zip(*tasks), [False] * len(tasks)):
@@ -61,59 +93,120 @@ def sweep(
     else:
         for cfg_dict, path in tasks:
             print(run_one(cfg_dict, path, progress), file=sys.stderr)
-    return summarize(base, latents, seeds, out)
+    return summarize(base, latents, seeds, out, betas, fixed_effective_beta)
 
 
-def summarize(base: TrainConfig, latents: list[int], seeds: int, out: Path) -> Path:
+def _mean_sd(vals: list[float]) -> tuple[float, float]:
+    a = np.asarray(vals, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def summarize(
+    base: TrainConfig, latents: list[int], seeds: int, out: Path, betas: list[float] | None = None,
+    fixed_effective_beta: bool = False,
+) -> Path:  # fmt: skip
     """Aggregate the runs' per_digit.csv and metrics.json into the sweep's table, figures and report."""
-    table, per_latent, histories = [], {}, {}
-    for latent in latents:
-        runs = [run_dir(out, latent, base.seed + s) for s in range(seeds)]
-        digits = [_read_csv(r / "per_digit.csv") for r in runs]
-        metrics = [json.loads((r / "metrics.json").read_text()) for r in runs]
-        histories[f"z={latent}"] = read_history(runs[0] / "history.csv")
-        stats = {}
-        for key in ("psnr_sampled", "psnr_mean", "mse_sampled", "mse_mean"):
-            vals = np.array([[float(row[key]) for row in d] for d in digits])  # (seeds, 10)
-            stats[key] = (vals.mean(0), vals.std(0, ddof=1) if seeds > 1 else np.zeros(vals.shape[1]))
-        per_latent[latent] = {"stats": stats, "metrics": metrics}
-        for d in range(len(digits[0])):
-            table.append({"latent": latent, "digit": d, "seeds": seeds,
-                          **{f"{k}_mean": f"{v[0][d]:.6g}" for k, v in stats.items()},
-                          **{f"{k}_std": f"{v[1][d]:.6g}" for k, v in stats.items()}})  # fmt: skip
+    groups = betas if betas is not None else [None]
+    table, cells, histories = [], {}, {}
+    for beta in groups:
+        for latent in latents:
+            runs = [run_dir(out, latent, base.seed + s, beta, fixed_effective_beta) for s in range(seeds)]
+            digits = [_read_csv(r / "per_digit.csv") for r in runs]
+            metrics = [json.loads((r / "metrics.json").read_text()) for r in runs]
+            histories[cell_label(beta, latent, fixed_effective_beta)] = read_history(runs[0] / "history.csv")
+            stats = {}
+            for key in ("psnr_sampled", "psnr_mean", "mse_sampled", "mse_mean"):
+                vals = np.array([[float(row[key]) for row in d] for d in digits])  # (seeds, 10)
+                stats[key] = (vals.mean(0), vals.std(0, ddof=1) if seeds > 1 else np.zeros(vals.shape[1]))
+            run_beta = run_config(base, latent, base.seed, beta, fixed_effective_beta).beta
+            cells[(beta, latent)] = {"stats": stats, "metrics": metrics, "run_beta": run_beta}
+            for d in range(len(digits[0])):
+                table.append({"beta": f"{run_beta:.6g}", "effective_beta": f"{metrics[0]['effective_beta']:.6g}",
+                              "latent": latent, "digit": d, "seeds": seeds,
+                              **{f"{k}_mean": f"{v[0][d]:.6g}" for k, v in stats.items()},
+                              **{f"{k}_std": f"{v[1][d]:.6g}" for k, v in stats.items()}})  # fmt: skip
     with (out / "summary.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(table[0]))
         w.writeheader()
         w.writerows(table)
+
+    def bars(key: str) -> dict[str, tuple[Any, Any]]:
+        return {cell_label(b, z, fixed_effective_beta): tuple(v["stats"][key]) for (b, z), v in cells.items()}
+
     figs = {
         "psnr_sampled": figures.per_digit_bars(
-            {f"z={k}": tuple(v["stats"]["psnr_sampled"]) for k, v in per_latent.items()},
-            out / "psnr_sampled_by_latent.png", "PSNR (dB)", f"sampled z, mean ± sd over {seeds} seed(s)",
+            bars("psnr_sampled"), out / "psnr_sampled_by_latent.png", "PSNR (dB)",
+            f"sampled z, mean ± sd over {seeds} seed(s)",
         ),
         "psnr_mean": figures.per_digit_bars(
-            {f"z={k}": tuple(v["stats"]["psnr_mean"]) for k, v in per_latent.items()},
-            out / "psnr_mean_by_latent.png", "PSNR (dB)", f"z = mu, mean ± sd over {seeds} seed(s)",
+            bars("psnr_mean"), out / "psnr_mean_by_latent.png", "PSNR (dB)", f"z = mu, mean ± sd over {seeds} seed(s)",
         ),
         "mse_sampled": figures.per_digit_bars(
-            {f"z={k}": tuple(v["stats"]["mse_sampled"]) for k, v in per_latent.items()},
-            out / "mse_sampled_by_latent.png", "MSE", f"sampled z, mean ± sd over {seeds} seed(s)",
+            bars("mse_sampled"), out / "mse_sampled_by_latent.png", "MSE", f"sampled z, mean ± sd over {seeds} seed(s)",
         ),
         "loss": figures.loss_curves(histories, out / "loss_curves_by_latent.png"),
     }  # fmt: skip
-    verdict = best_sentence(per_latent)
-    save_json(out / "sweep.json", {"latents": latents, "seeds": seeds, "base_config": base.to_dict(),
-                                   "verdict": verdict})  # fmt: skip
-    (out / "report.md").write_text(render(base, per_latent, seeds, figs, verdict))
+    if len(latents) > 1:
+        figs["by_latent"] = figures.by_latent(
+            {name: {group_label(b, fixed_effective_beta, base): _series(cells, b, latents, key)
+                    for b in groups}
+             for name, key in (("PSNR sampled z, digit mean (dB)", "psnr_sampled_digit_mean"),
+                               ("active units", "active_units"))},
+            out / "psnr_active_by_latent.png", f"test set, mean ± sd over {seeds} seed(s)",
+        )  # fmt: skip
+    if betas is not None:
+        figs["rate_distortion"] = figures.rate_distortion(
+            {f"latent {z}": [rd_point(b, cells[(b, z)]["metrics"]) for b in betas] for z in latents},
+            out / "rate_distortion.png",
+            "rate-distortion, test set" + (" (β in ELBO units)" if fixed_effective_beta else f" (β in {base.loss} units)"),
+        )  # fmt: skip
+    verdicts = [best_sentence({z: cells[(b, z)] for z in latents}, group_label(b, fixed_effective_beta, base))
+                for b in groups]  # fmt: skip
+    if betas is not None and len(betas) > 1:
+        verdicts += [monotone_sentence({b: cells[(b, z)]["metrics"] for b in betas}, z) for z in latents]
+    save_json(out / "sweep.json", {"latents": latents, "seeds": seeds, "betas": betas,
+                                   "fixed_effective_beta": fixed_effective_beta, "base_config": base.to_dict(),
+                                   "verdict": " ".join(verdicts)})  # fmt: skip
+    (out / "report.md").write_text(render(base, cells, seeds, figs, verdicts, betas, fixed_effective_beta))
     return out / "report.md"
 
 
-def best_sentence(per_latent: dict[int, dict[str, Any]]) -> str:
+def rd_point(beta: float, metrics: list[dict[str, Any]]) -> tuple[str, float, float, float, float]:
+    """(label, mean rate, mean distortion, sd of rate, sd of distortion) over a setting's seeds."""
+    r, r_sd = _mean_sd([m["rate_nats"] for m in metrics])
+    d, d_sd = _mean_sd([m["distortion_nats"] for m in metrics])
+    return f"β={beta:g}", r, d, r_sd, d_sd
+
+
+def _series(
+    cells: dict, beta: float | None, latents: list[int], key: str
+) -> tuple[list[int], list[float], list[float]]:
+    ms = [_mean_sd([m[key] for m in cells[(beta, z)]["metrics"]]) for z in latents]
+    return list(latents), [m for m, _ in ms], [s for _, s in ms]
+
+
+def group_label(beta: float | None, effective: bool, base: TrainConfig) -> str:
+    if beta is None:
+        return f"β = {base.beta:g} ({base.loss} units)"
+    return f"β_eff = {beta:g} (fixed)" if effective else f"β = {beta:g}"
+
+
+def cell_label(beta: float | None, latent: int, effective: bool) -> str:
+    if beta is None:
+        return f"z={latent}"
+    return f"{'β_eff' if effective else 'β'}={beta:g} z={latent}"
+
+
+def best_sentence(per_latent: dict[int, dict[str, Any]], group: str = "") -> str:
     """Which latent size has the highest digit-mean PSNR (sampled z), and by how much."""
+    at = f" At {group}:" if group else ""
     means = {k: float(np.mean(v["stats"]["psnr_sampled"][0])) for k, v in per_latent.items()}
     ranked = sorted(means, key=means.get, reverse=True)
     best = ranked[0]
     if len(ranked) == 1:
-        return f"Only latent size {best} was run: digit-mean PSNR (sampled z) {means[best]:.2f} dB."
+        return (
+            f"{at} only latent size {best} was run: digit-mean PSNR (sampled z) {means[best]:.2f} dB.".strip()
+        )
     margin = means[best] - means[ranked[1]]
     wins = int(
         np.sum(
@@ -121,49 +214,88 @@ def best_sentence(per_latent: dict[int, dict[str, Any]]) -> str:
         )
     )
     return (
-        f"Latent size {best} reconstructs best: digit-mean PSNR (sampled z) {means[best]:.2f} dB, "
+        f"{at} Latent size {best} reconstructs best: digit-mean PSNR (sampled z) {means[best]:.2f} dB, "
         f"{margin:.2f} dB ahead of latent size {ranked[1]} ({means[ranked[1]]:.2f} dB), and at least as good on "
         f"{wins} of 10 digits."
-    )
+    ).strip()
+
+
+def monotone_sentence(per_beta: dict[float, list[dict[str, Any]]], latent: int) -> str:
+    """Whether, at this latent size, a higher β gives a lower rate and a higher distortion (seed means)."""
+    bs = sorted(per_beta)
+    rate = [float(np.mean([m["rate_nats"] for m in per_beta[b]])) for b in bs]
+    dist = [float(np.mean([m["distortion_nats"] for m in per_beta[b]])) for b in bs]
+    bad = [f"β {bs[i]:g} -> {bs[i + 1]:g}" for i in range(len(bs) - 1)
+           if not (rate[i + 1] < rate[i] and dist[i + 1] > dist[i])]  # fmt: skip
+    span = (f"rate {rate[0]:.1f} -> {rate[-1]:.1f} nats, distortion {dist[0]:.1f} -> {dist[-1]:.1f} nats "
+            f"from β {bs[0]:g} to {bs[-1]:g}")  # fmt: skip
+    if not bad:
+        return f"Latent {latent}: the rate-distortion curve is monotone, higher β giving lower rate and higher distortion ({span})."
+    return f"Latent {latent}: the rate-distortion curve is NOT monotone at {', '.join(bad)} ({span})."
 
 
 def render(
-    base: TrainConfig, per_latent: dict[int, Any], seeds: int, figs: dict[str, Path], verdict: str
-) -> str:
+    base: TrainConfig, cells: dict[tuple[float | None, int], Any], seeds: int, figs: dict[str, Path],
+    verdicts: list[str], betas: list[float] | None = None, fixed_effective_beta: bool = False,
+) -> str:  # fmt: skip
+    latents = list(dict.fromkeys(z for _, z in cells))
+    title = f"# minivae sweep: {base.arch} VAE, latent sizes {', '.join(map(str, latents))}"
+    if betas is not None:
+        title += f"; {'effective ' if fixed_effective_beta else ''}β {', '.join(f'{b:g}' for b in betas)}"
+    if betas is None:
+        beta_text = f"beta {base.beta:g}"
+    elif fixed_effective_beta:
+        beta_text = "β fixed in standard ELBO units at every latent size"
+        if base.loss == "seed":
+            beta_text += " (each run's β_seed = β_eff · latent / (2 · 784))"
+    else:
+        beta_text = f"β in {base.loss} units"
     lines = [
-        f"# minivae sweep: {base.arch} VAE, latent sizes {', '.join(map(str, per_latent))}",
+        title,
         "",
-        f"{seeds} seed(s) per latent size; loss form `{base.loss}`, beta {base.beta:g}, {base.epochs} epochs, "
-        f"batch {base.batch_size}, {base.optimizer} lr {base.lr:g}.",
+        f"{seeds} seed(s) per setting; loss form `{base.loss}`, {beta_text}, schedule {base.beta_schedule}, "
+        f"{base.epochs} epochs, batch {base.batch_size}, {base.optimizer} lr {base.lr:g}.",
         "",
-        f"**{verdict}**",
+        *[f"**{v}**" + "\n" for v in verdicts],
+        "Rate R = mean KL(q(z|x) || p(z)) and distortion D = mean -log p(x|z), nats per test image; "
+        "-ELBO = R + D (β = 1).",
         "",
-        "| latent | effective beta | PSNR sampled z (digit mean) | PSNR z = mu | neg. ELBO (nats) | active units | alive encoder units |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for k, v in per_latent.items():
+        "| β (run) | effective β | latent | rate R | distortion D | -ELBO | PSNR sampled z (digit mean) | PSNR z = mu | active units | alive encoder units |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for (_, z), v in cells.items():
         ms = v["metrics"]
 
         def ms_(key: str, nd: int = 2, ms=ms) -> str:
-            vals = np.array([m[key] for m in ms], dtype=float)
-            return f"{vals.mean():.{nd}f}" + (f" ± {vals.std(ddof=1):.{nd}f}" if len(vals) > 1 else "")
+            m, s = _mean_sd([x[key] for x in ms])
+            return f"{m:.{nd}f}" + (f" ± {s:.{nd}f}" if len(ms) > 1 else "")
 
         lines.append(
-            f"| {k} | {ms[0]['effective_beta']:.4g} | {ms_('psnr_sampled_digit_mean')} | {ms_('psnr_mean_digit_mean')} | "
-            f"{ms_('neg_elbo')} | {ms_('active_units', 1)} | {ms_('alive_encoder_units', 1)} |"
+            f"| {v['run_beta']:.4g} | {ms[0]['effective_beta']:.4g} | {z} | {ms_('rate_nats')} | {ms_('distortion_nats')} | "
+            f"{ms_('neg_elbo')} | {ms_('psnr_sampled_digit_mean')} | {ms_('psnr_mean_digit_mean')} | "
+            f"{ms_('active_units', 1)} | {ms_('alive_encoder_units', 1)} |"
         )
     lines += ["", "## Per-digit PSNR, sampled z (mean ± sd over seeds)", ""]
-    lines += ["| latent | " + " | ".join(str(d) for d in range(10)) + " | seed study |", "|---" * 12 + "|"]
-    for k, v in per_latent.items():
+    lines += ["| setting | " + " | ".join(str(d) for d in range(10)) + " | seed study |", "|---" * 12 + "|"]
+    for (b, z), v in cells.items():
         m, s = v["stats"]["psnr_sampled"]
-        ref = seed_reference(k) if base.arch == "conv" else None
-        cells = " | ".join(f"{a:.2f}" + (f" ± {b:.2f}" if seeds > 1 else "") for a, b in zip(m, s))
-        lines.append(f"| {k} | {cells} | {np.mean(ref):.2f} |" if ref else f"| {k} | {cells} | - |")
+        ref = seed_reference(z) if base.arch == "conv" else None
+        cells_ = " | ".join(f"{a:.2f}" + (f" ± {c:.2f}" if seeds > 1 else "") for a, c in zip(m, s))
+        label = cell_label(b, z, fixed_effective_beta)
+        lines.append(f"| {label} | {cells_} | {np.mean(ref):.2f} |" if ref else f"| {label} | {cells_} | - |")
     lines += ["", "## Figures", ""]
-    for key, path in figs.items():
-        lines += [f"![{key}]({Path(path).name})", ""]
-    lines += ["Each run's own report is in its directory: " + ", ".join(f"`{p.name}`" for p in sorted(
-        Path(figs['loss']).parent.glob('z*_s*')))]  # fmt: skip
+    captions = {
+        "rate_distortion": "Rate against distortion, one point per β (mean ± sd over seeds)",
+        "by_latent": "PSNR and active units against the latent size, one line per β",
+        "psnr_sampled": "Per-digit PSNR, sampled z",
+        "psnr_mean": "Per-digit PSNR, z = mu",
+        "mse_sampled": "Per-digit MSE, sampled z",
+        "loss": "Loss curves (first seed of each setting)",
+    }
+    for key in sorted(figs, key=list(captions).index):
+        lines += [f"### {captions[key]}", "", f"![{key}]({Path(figs[key]).name})", ""]
+    runs = sorted(p.name for p in Path(figs["loss"]).parent.glob("*z*_s*") if p.is_dir())
+    lines += ["Each run's own report is in its directory: " + ", ".join(f"`{p}`" for p in runs)]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,74 @@
+"""Sweeps over β: run naming, β fixed in ELBO units across latent sizes, and a tiny β x latent sweep."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from minivae.cli import main
+from minivae.config import TrainConfig
+from minivae.sweep import monotone_sentence, run_config, run_dir
+
+TINY = ["--train-limit", "256", "--test-limit", "200", "--batch-size", "32", "--epochs", "1", "--hidden", "32",
+        "--tsne-points", "0", "--quiet"]  # fmt: skip
+
+
+@pytest.mark.parametrize("latent", [5, 10, 15, 20])
+def test_fixed_effective_beta_converts_the_seed_form(latent):
+    """At β_eff = 0.078 every latent size gets the same β in ELBO units: β_seed = 0.078 · latent / 1568."""
+    base = TrainConfig(loss="seed", beta=0.0005)
+    cfg = run_config(base, latent, 0, 0.078, effective=True)
+    assert cfg.beta == pytest.approx(0.078 * latent / (2 * 784))
+    assert cfg.effective_beta == pytest.approx(0.078)
+    # without it, the seed's protocol: the same β_seed, an effective β that falls with the latent size
+    seed_cfg = run_config(base, latent, 0, None, effective=False)
+    assert seed_cfg.beta == 0.0005 and seed_cfg.effective_beta == pytest.approx(2 * 784 * 0.0005 / latent)
+    # the elbo form is already in ELBO units
+    assert run_config(TrainConfig(), latent, 0, 0.078, effective=True).beta == 0.078
+
+
+def test_run_directories(tmp_path):
+    assert run_dir(tmp_path, 5, 1).name == "z5_s1"  # a latent-size sweep keeps its old names
+    assert run_dir(tmp_path, 5, 1, 0.25).name == "b0.25_z5_s1"
+    assert run_dir(tmp_path, 5, 1, 0.078, effective=True).name == "eb0.078_z5_s1"
+
+
+def test_monotone_sentence():
+    m = {b: [{"rate_nats": r, "distortion_nats": d}] for b, r, d in [(0.5, 30, 80), (1, 25, 85), (2, 18, 95)]}
+    assert "is monotone" in monotone_sentence(m, 20)
+    m[2] = [{"rate_nats": 26, "distortion_nats": 95}]
+    assert "NOT monotone at β 1 -> 2" in monotone_sentence(m, 20)
+
+
+def test_beta_sweep_end_to_end(tmp_path):
+    """2 β x 2 latent sizes on 2 worker processes: runs, summary, rate-distortion curve, by-latent figure."""
+    out = tmp_path / "sweep"
+    argv = ["sweep", *TINY, "--latents", "2", "3", "--betas", "0.5", "4", "--jobs", "2", "--out", str(out)]
+    assert main(argv) == 0
+    for name in ["b0.5_z2_s0", "b0.5_z3_s0", "b4_z2_s0", "b4_z3_s0"]:
+        assert (out / name / "report.md").exists(), name
+        assert json.loads((out / name / "config.json").read_text())["beta"] == float(name[1:].split("_")[0])
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert len(rows) == 40 and {r["beta"] for r in rows} == {"0.5", "4"}
+    for name in ["rate_distortion.png", "psnr_active_by_latent.png", "psnr_sampled_by_latent.png"]:
+        assert (out / name).read_bytes()[:4] == b"\x89PNG" and (out / name).stat().st_size > 3000, name
+    report = (out / "report.md").read_text()
+    assert "](rate_distortion.png)" in report and "](psnr_active_by_latent.png)" in report
+    assert "rate-distortion curve is" in report and "reconstructs best" in report
+    assert "| rate R | distortion D |" in report
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert sweep["betas"] == [0.5, 4.0] and sweep["fixed_effective_beta"] is False
+    # a higher beta buys a lower rate
+    rate = {
+        n: json.loads((out / n / "metrics.json").read_text())["rate_nats"] for n in ["b0.5_z3_s0", "b4_z3_s0"]
+    }
+    assert rate["b4_z3_s0"] < rate["b0.5_z3_s0"], rate
+
+
+def test_bad_betas_refused(capsys):
+    assert main(["sweep", "--betas", "1", "-2"]) == 2
+    assert "--betas takes finite numbers >= 0" in capsys.readouterr().err
+    assert main(["sweep", "--betas", "1", "1"]) == 2
+    assert "each value once" in capsys.readouterr().err
