@@ -143,7 +143,7 @@ def run() -> None:
     _common.saved(
         loss_curves({"autoencoder": history}, lesson.figure("loss"), "(BCE, nats per image)"), "BCE per epoch"
     )
-    k = 10
+    k = lesson.pick(smoke=4, default=10, full=10)  # images per row
     recon = to_numpy(sigmoid(net.forward(x_test[:k])))[:, 0]
     path = image_rows(
         {"test digits": to_numpy(x_test[:k])[:, 0], "reconstructions": recon},

@@ -139,28 +139,16 @@ def run() -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     grid = np.linspace(-8, 6, 400)
     for k, c in zip(range(3), ("C0", "C1", "C2")):
-        axes[0].hist(z[:, k], bins=120, range=(-8, 6), density=True, alpha=0.45, color=c)
+        axes[0].hist(
+            z[:, k], bins=120, range=(-8, 6), density=True, alpha=0.45, color=c, histtype="stepfilled"
+        )
         pdf = np.exp(-((grid - mus[k]) ** 2) / (2 * var[k])) / np.sqrt(2 * np.pi * var[k])
         axes[0].plot(grid, pdf, color=c, lw=1.2, label=f"mu={mus[k]}, var={var[k]:g}")
     axes[0].set_title("reparameterized samples (bars) against N(mu, exp(logvar)) (lines)", fontsize=9)
     axes[0].legend(fontsize=7)
-    lo, hi = -10, 16
-    axes[1].hist(
-        pathwise,
-        bins=200,
-        range=(lo, hi),
-        density=True,
-        alpha=0.6,
-        label=f"pathwise, sd {pathwise.std():.2f}",
-    )
-    axes[1].hist(
-        score,
-        bins=200,
-        range=(lo, hi),
-        density=True,
-        alpha=0.6,
-        label=f"score function, sd {score.std():.2f}",
-    )
+    style = {"bins": 200, "range": (-10, 16), "density": True, "alpha": 0.6, "histtype": "stepfilled"}
+    axes[1].hist(pathwise, label=f"pathwise, sd {pathwise.std():.2f}", **style)
+    axes[1].hist(score, label=f"score function, sd {score.std():.2f}", **style)
     axes[1].axvline(2 * mu1, color="k", lw=1, ls="--", label="true gradient 2 mu = 3")
     axes[1].set_title("per-sample estimates of d/dmu E[z^2]", fontsize=9)
     axes[1].legend(fontsize=7)

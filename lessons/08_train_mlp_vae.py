@@ -128,7 +128,7 @@ def run() -> None:
         loss_curves({"MLP VAE": history}, lesson.figure("loss_curves"), "(-ELBO, nats per image)"),
         "train and held-out loss per epoch",
     )
-    k = 10
+    k = lesson.pick(smoke=4, default=10, full=10)  # images per row
     grng = default_rng(lesson.seed, xp)
     rows = {
         "test digits": to_numpy(x_val[:k])[:, 0],
