@@ -132,7 +132,8 @@ def run() -> None:
             total += float(loss) * len(xb)
         history.append({"epoch": epoch + 1, "train_loss": total / n_train, "val_loss": mean_bce(net, x_test)})
         print(
-            f"   epoch {epoch + 1}: train {history[-1]['train_loss']:.1f}, test {history[-1]['val_loss']:.1f} nats"
+            f"   epoch {epoch + 1}: train {history[-1]['train_loss']:.1f}, "
+            f"test {history[-1]['val_loss']:.1f} nats"
         )
     expect(
         "test BCE after training (nats per image)",

@@ -123,7 +123,8 @@ def run() -> None:
     synchronize(xp)
     t_fast = (time.perf_counter() - t0) / reps
     print(
-        f"   x {tuple(x.shape)} -> y {tuple(y.shape)}: loops {t_loop * 1e3:.0f} ms, im2col {t_fast * 1e3:.2f} ms"
+        f"   x {tuple(x.shape)} -> y {tuple(y.shape)}: "
+        f"loops {t_loop * 1e3:.0f} ms, im2col {t_fast * 1e3:.2f} ms"
     )
     expect(
         "speed-up of im2col over the loops",

@@ -65,7 +65,8 @@ def run() -> None:
         float(np.random.default_rng(lesson.seed + k).normal(m, sigma)) for k, m in enumerate((mu + h, mu - h))
     ]
     print(
-        f"   (sample(mu + h) - sample(mu - h)) / 2h = {(f[0] - f[1]) / (2 * h):.3g}   (garbage, of size sigma / h)"
+        f"   (sample(mu + h) - sample(mu - h)) / 2h = {(f[0] - f[1]) / (2 * h):.3g}"
+        "   (garbage, of size sigma / h)"
     )
     f = [float(np.random.default_rng(7).normal(m, sigma)) for m in (mu + h, mu - h)]
     print(f"   the same with the noise held fixed:      {(f[0] - f[1]) / (2 * h):.6f}   (expect 1: dz/dmu)")
@@ -133,7 +134,8 @@ def run() -> None:
     expect("pathwise standard deviation (2 sigma = 1.0)", float(pathwise.std()), 0.98, 1.02, ".3f")
     expect("score-function standard deviation", float(score.std()), lo=3.0, fmt=".3f")
     print(
-        f"   the score function needs about {(score.std() / pathwise.std()) ** 2:.0f}x more samples for the same accuracy"
+        f"   the score function needs about {(score.std() / pathwise.std()) ** 2:.0f}x more samples "
+        "for the same accuracy"
     )
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))

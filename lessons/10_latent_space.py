@@ -57,11 +57,12 @@ def decode(model, z: np.ndarray) -> np.ndarray:
 def run() -> None:
     lesson = _common.setup(__file__, __doc__)
     latents = lesson.pick(smoke=[2, 4], default=[2, 5, 10, 20], full=[2, 5, 10, 15, 20, 32])
-    base = dict(
-        arch="mlp", seed=lesson.seed, backend=lesson.backend, tsne_points=0,
-        epochs=lesson.pick(1, 3, 10), train_limit=lesson.pick(64, 15_000, 0), test_limit=lesson.pick(100, 2000, 0),
-        val_fraction=lesson.pick(0.25, 0.1, 0.1),
-    )  # fmt: skip
+    base = dict(arch="mlp", seed=lesson.seed, backend=lesson.backend, tsne_points=0)
+    base |= lesson.pick(  # train_limit / test_limit 0: all the images
+        smoke=dict(epochs=1, train_limit=64, test_limit=100, val_fraction=0.25),
+        default=dict(epochs=3, train_limit=15_000, test_limit=2000, val_fraction=0.1),
+        full=dict(epochs=10, train_limit=0, test_limit=0, val_fraction=0.1),
+    )
 
     section(f"training the MLP VAE at latent sizes {latents}")
     results = {}
@@ -102,14 +103,13 @@ def run() -> None:
         )
     )
 
-    big = results[max(k for k in latents if k <= 20)][0]  # the model for the pictures
-    ev_big = results[max(k for k in latents if k <= 20)][1]
+    big, ev_big = results[max(k for k in latents if k <= 20)]  # the model for the pictures
     mu, labels = ev_big.mu, ev_big.labels
 
     section("t-SNE of the latent means")
     n_tsne = min(lesson.pick(100, 1000, 5000), len(mu))
-    path = tsne_map(mu[:n_tsne], labels[:n_tsne], lesson.figure("tsne"), seed=lesson.seed,
-                    title=f"t-SNE of {n_tsne} test images' latent means (latent {big.latent}), coloured by digit")  # fmt: skip
+    title = f"t-SNE of {n_tsne} test images' latent means (latent {big.latent}), coloured by digit"
+    path = tsne_map(mu[:n_tsne], labels[:n_tsne], lesson.figure("tsne"), seed=lesson.seed, title=title)
     _common.saved(path, "digits cluster without labels")
 
     section("interpolations and traversals")
@@ -132,8 +132,10 @@ def run() -> None:
         z = np.repeat(mu[:1], len(sweep), axis=0)
         z[:, unit] = sweep
         rows[f"unit {unit} (variance of mu {var[unit]:.2f})"] = decode(big, z)
-    _common.saved(image_rows(rows, lesson.figure("traversals"), f"one unit swept from -3 to 3, latent {big.latent}"),
-                  "the 5 most used units and the least used one")  # fmt: skip
+    title = f"one unit swept from -3 to 3, latent {big.latent}"
+    _common.saved(
+        image_rows(rows, lesson.figure("traversals"), title), "the most used units and the least used one"
+    )
 
     if 2 in results:
         section("the latent-2 model's whole plane")

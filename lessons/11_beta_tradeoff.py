@@ -58,11 +58,12 @@ def run() -> None:
         full=[0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64],
     )
     latent = 10
-    base = dict(
-        arch="mlp", latent=latent, seed=lesson.seed, backend=lesson.backend, tsne_points=0,
-        epochs=lesson.pick(1, 3, 10), train_limit=lesson.pick(64, 8000, 0), test_limit=lesson.pick(64, 1000, 0),
-        val_fraction=lesson.pick(0.25, 0.1, 0.1),
-    )  # fmt: skip
+    base = dict(arch="mlp", latent=latent, seed=lesson.seed, backend=lesson.backend, tsne_points=0)
+    base |= lesson.pick(  # train_limit / test_limit 0: all the images
+        smoke=dict(epochs=1, train_limit=64, test_limit=64, val_fraction=0.25),
+        default=dict(epochs=3, train_limit=8000, test_limit=1000, val_fraction=0.1),
+        full=dict(epochs=10, train_limit=0, test_limit=0, val_fraction=0.1),
+    )
 
     section(f"training the MLP VAE (latent {latent}) at beta = {betas}")
     res = {}

@@ -157,7 +157,8 @@ def run() -> None:
     else:
         print(f"   CuPy timing skipped: {why}")
         print(
-            "   (the NumPy half of the lesson still runs; on a machine with an NVIDIA GPU install CuPy to compare)"
+            "   (the NumPy half of the lesson still runs; on a machine with an NVIDIA GPU, "
+            "install CuPy to compare)"
         )
 
     batches = {
@@ -199,13 +200,14 @@ def run() -> None:
                 gflops = flops_per_step(model, x, eps) / sec / 1e9
                 results[(arch, bname, batch)] = sec
                 print(
-                    f"   {arch:4s}  {batch:5d}  {bname:7s}  {sec * 1e3:8.2f}  {batch / sec:10.0f}  {gflops:8.1f}"
+                    f"   {arch:4s}  {batch:5d}  {bname:7s}  {sec * 1e3:8.2f}  "
+                    f"{batch / sec:10.0f}  {gflops:8.1f}"
                 )
     mlp_b = batches["mlp"]
     if len(mlp_b) > 1:
         ratio = results[("mlp", "numpy", mlp_b[-1])] / results[("mlp", "numpy", mlp_b[0])]
         expect(
-            f"numpy: time ratio batch {mlp_b[-1]} / batch {mlp_b[0]} (batch ratio {mlp_b[-1] // mlp_b[0]}: compute-bound)",
+            f"numpy: time ratio batch {mlp_b[-1]} / {mlp_b[0]} (batches {mlp_b[-1] // mlp_b[0]}x: compute-bound)",
             ratio,
             lo=(mlp_b[-1] / mlp_b[0]) / 8,
             fmt=".1f",
