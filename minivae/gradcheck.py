@@ -110,7 +110,8 @@ def check_vae(
 
 
 def check_layer(layer: Any, x: Any, seed: int = 0, h: float = 1e-6) -> dict[str, float]:
-    """Relative errors of a layer's backward against finite differences: {"input": e, "<param>": e, ...}.
+    """Relative errors of a layer's backward against finite differences: {"input": e, "<param>": e, ...}
+    for the input and every parameter (a Sequential's children's too, named "0.weight", ...).
 
     Use float64 arrays and parameters, and small shapes: it runs 2 forwards per element.
     """
@@ -120,14 +121,15 @@ def check_layer(layer: Any, x: Any, seed: int = 0, h: float = 1e-6) -> dict[str,
     rng = np.random.default_rng(seed)
     dy = xp.asarray(rng.standard_normal(y.shape))
     dx = layer.backward(dy)
-    analytic = {"input": dx, **{k: g.copy() for k, g in layer.grads.items()}}
+    # every parameter, a Sequential's children's included ("0.weight", ...)
+    named = [(k, p, g.copy()) for k, p, g in layer.named_parameters()]
 
     def loss() -> float:
         return float((layer.forward(x) * dy).sum())
 
-    errors = {"input": rel_error(analytic["input"], numerical_gradient(loss, x, h))}
-    for k, p in layer.params.items():
-        errors[k] = rel_error(analytic[k], numerical_gradient(loss, p, h))
+    errors = {"input": rel_error(dx, numerical_gradient(loss, x, h))}
+    for k, p, g in named:
+        errors[k] = rel_error(g, numerical_gradient(loss, p, h))
     return errors
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from minivae.backend import get_array_module
+from minivae.backend import get_array_module, to_numpy
 from minivae.errors import UserError
 from minivae.layers import (
     Conv2d,
@@ -73,7 +73,7 @@ class VAE(Module):
         dtype = self.fc_mu.params["weight"].dtype
         if x.dtype != dtype:
             raise UserError(f"the model holds {dtype} weights but got {x.dtype} images; cast with .astype")
-        lo, hi = float(x.min()), float(x.max())
+        lo, hi = (float(v) for v in to_numpy(get_array_module(x).stack([x.min(), x.max()])))  # one transfer
         if not (lo >= 0.0 and hi <= 1.0):  # also False when either is NaN
             what = "NaN values" if lo != lo or hi != hi else f"values in [{lo:g}, {hi:g}]"
             raise UserError(
