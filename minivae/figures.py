@@ -143,3 +143,16 @@ def by_latent(
     if title:
         fig.suptitle(title, fontsize=9)
     return _save(fig, path)
+
+
+def latent_scatter(mu: np.ndarray, labels: np.ndarray, path: Path, title: str = "") -> Path:
+    """The latent means themselves (latent size 2), coloured by digit: the Keras example's plot."""
+    fig, ax = plt.subplots(figsize=(6, 5.2))
+    sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", s=4, vmin=-0.5, vmax=9.5)
+    fig.colorbar(sc, ax=ax, ticks=range(10), label="digit")
+    ax.set_xlabel("mu_0")
+    ax.set_ylabel("mu_1")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(alpha=0.3)
+    ax.set_title(title or f"latent means of {len(mu)} test images", fontsize=9)
+    return _save(fig, path)

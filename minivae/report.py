@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from minivae import figures
+from minivae import figures, latent_figures
 from minivae.backend import to_numpy
 from minivae.config import TrainConfig
 from minivae.evaluate import Evaluation, evaluate, seed_reference, write_per_digit_csv
@@ -76,6 +76,7 @@ def write_report(
     if cfg.tsne_points:
         k = min(cfg.tsne_points, len(ev.mu))
         figs["tsne"] = figures.tsne_map(ev.mu[:k], ev.labels[:k], out / "tsne.png", seed=cfg.seed)
+    figs.update(latent_figures.draw(model, x_test, ev.labels, ev.mu, out, seed=cfg.seed))
     rows = ev.per_digit
     series = {
         "sampled z": ([r["psnr_sampled"] for r in rows], None),
@@ -160,6 +161,11 @@ def render(cfg: TrainConfig, m: dict[str, Any], rows: list[dict[str, Any]], hist
         "recon": "One test image per digit: originals, decoded sampled z, decoded z = mu",
         "prior": "Samples: decoded z drawn from the prior N(0, I)",
         "tsne": "t-SNE of the test images' latent means, coloured by digit",
+        "traversal": "Traversals: one latent unit swept from -3 to 3, the others held at a test image's mu "
+        "(units by decreasing Var(mu); inactive units change nothing)",
+        "interpolation": "Interpolation between the latent means of two test digits",
+        "manifold": "Latent size 2: the decoded latent plane, a grid of the prior's quantiles",
+        "scatter": "Latent size 2: the test images' latent means, coloured by digit",
         "psnr": "Per-digit PSNR",
         "mse": "Per-digit MSE",
     }

@@ -13,7 +13,7 @@ from minivae.cli import main
 
 TINY = ["--train-limit", "256", "--test-limit", "300", "--batch-size", "32", "--epochs", "2", "--quiet"]
 FIGURES = ["loss_curves.png", "reconstructions.png", "prior_samples.png", "tsne.png", "psnr_per_digit.png",
-           "mse_per_digit.png"]  # fmt: skip
+           "mse_per_digit.png", "traversals.png", "interpolation.png"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

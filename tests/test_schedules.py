@@ -9,6 +9,7 @@ from minivae.config import TrainConfig
 from minivae.errors import UserError
 from minivae.gradcheck import check_function
 from minivae.losses import kl_normal, vae_loss
+from minivae.report import schedule_text
 from minivae.schedules import beta_at, capacity_at, final_beta_capacity
 
 E = 10  # steps per epoch in these tables
@@ -109,3 +110,14 @@ def test_capacity_loss_gradient(capacity, rng):
 def test_bad_settings_refused(kw, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace("]", r"\]")):
         TrainConfig(**kw).validate()
+
+
+def test_report_describes_the_schedule():
+    assert schedule_text(cfg()) == "constant"
+    assert "linear warm-up from 0 to 2 over 1.5 of 4 epochs" in schedule_text(
+        cfg(beta_schedule="linear", beta_warmup_epochs=1.5)
+    )
+    assert "3 cycles over 4 epochs" in schedule_text(cfg(beta_schedule="cyclical", beta_cycles=3))
+    assert "recon + 2 |KL - C|, C rising from 0 to 25 nats over 4 of 4 epochs" in schedule_text(
+        cfg(beta_schedule="capacity")
+    )
