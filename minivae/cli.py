@@ -86,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from minivae.data import as_nchw, load_mnist, to_float
     from minivae.report import write_report
-    from minivae.train import load_run
+    from minivae.train import eval_images, load_run
 
     out = Path(args.run)
     if args.iwae_k < 0:
@@ -95,7 +95,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     images, labels = load_mnist("test", dataset=cfg.dataset)
     if cfg.test_limit:
         images, labels = images[: cfg.test_limit], labels[: cfg.test_limit]
-    x = as_nchw(to_float(images, model.xp, cfg.dtype))
+    x = eval_images(as_nchw(to_float(images, model.xp, cfg.dtype)), cfg, "test")
     ev = write_report(model, cfg, x, labels, out, iwae_k=args.iwae_k)
     m = ev.metrics
     print(f"test: negative ELBO {m['neg_elbo']:.2f} nats = distortion {m['distortion_nats']:.2f} + rate "

@@ -19,6 +19,7 @@ from minivae.schedules import SCHEDULES
 
 OPTIMIZERS = ("adam", "adam-keras", "sgd")
 ON_NONFINITE = ("stop", "skip")
+BINARIZE = ("none", "dynamic")
 
 
 @dataclass
@@ -89,6 +90,14 @@ class TrainConfig:
     backend: str = field(default="numpy", metadata={"help": f"{' | '.join(BACKENDS)}"})
     dtype: str = field(default="float32", metadata={"help": f"{' | '.join(DTYPES)}"})
     dataset: str = field(default="mnist", metadata={"help": f"{' | '.join(DATASETS)}"})
+    binarize: str = field(
+        default="none",
+        metadata={
+            "help": "none: grey levels in [0, 1] are the BCE targets; dynamic: every training batch is drawn "
+            "afresh as pixel ~ Bernoulli(grey level) (Burda et al. 2015's MNIST), validation and test sets "
+            "once from a fixed stream, so log p(x) is a likelihood of binary images"
+        },
+    )
     train_limit: int = field(default=0, metadata={"help": "use only the first N training images (0: all)"})
     test_limit: int = field(default=0, metadata={"help": "evaluate on the first N test images (0: all)"})
     grad_clip: float = field(default=0.0, metadata={"help": "clip the global gradient norm to this (0: off)"})
@@ -102,7 +111,7 @@ class TrainConfig:
         choices = {
             "arch": ARCHS, "loss": LOSS_FORMS, "bottleneck": BOTTLENECKS, "optimizer": OPTIMIZERS,
             "backend": BACKENDS, "dtype": DTYPES, "dataset": DATASETS, "on_nonfinite": ON_NONFINITE,
-            "beta_schedule": SCHEDULES,
+            "beta_schedule": SCHEDULES, "binarize": BINARIZE,
         }  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

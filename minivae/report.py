@@ -113,6 +113,12 @@ def render(cfg: TrainConfig, m: dict[str, Any], rows: list[dict[str, Any]], hist
         f"- loss form `{cfg.loss}` with beta = {cfg.beta:g}: effective beta in standard ELBO units = "
         f"**{m['effective_beta']:.4g}**",
         f"- beta schedule: {schedule_text(cfg)}",
+        "- targets: "
+        + (
+            "dynamically binarised images (training batches drawn afresh; validation and test binarised once)"
+            if cfg.binarize == "dynamic"
+            else "grey levels in [0, 1]"
+        ),
         f"- {cfg.optimizer}, lr {cfg.lr:g}, batch {cfg.batch_size}, {m['epochs_run']} of {cfg.epochs} epochs, "
         f"seed {cfg.seed}, backend {cfg.backend}, {cfg.dtype}",
         "",
@@ -133,6 +139,12 @@ def render(cfg: TrainConfig, m: dict[str, Any], rows: list[dict[str, Any]], hist
             f"- IWAE estimate of log p(x) with k = {m['iwae_k']} importance samples (Burda et al. 2015): "
             f"**{m['iwae_log_px']:.2f} ± {m['iwae_stderr']:.2f} nats** (mean ± standard error over images), "
             f"a bound {m['iwae_log_px'] - m['elbo_nats']:.2f} nats tighter than the ELBO"
+            + (
+                ""
+                if cfg.binarize == "dynamic"
+                else "; with grey-level targets -BCE is not a normalised likelihood of the images, so this "
+                "number is not comparable with published log-likelihoods of binarised MNIST"
+            )
         )
     if "best_val_loss" in m:
         lines.append(f"- best validation loss ({cfg.loss} units): {m['best_val_loss']:.4f}; the weights evaluated are "

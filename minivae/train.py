@@ -10,6 +10,7 @@ The whole of one training step, on either backend:
 Randomness is counter-based: the shuffling of epoch e comes from default_rng([seed, 0, e]) and the
 noise of step t from default_rng([seed, 1, t]). The random state of a run is therefore just
 (seed, epoch, step): a checkpoint that stores those counters resumes bit for bit, mid-epoch included.
+With --binarize dynamic, step t's binary images come from default_rng([seed, 8, t]).
 The β schedule (minivae.schedules) is likewise a pure function of the step, so it resumes exactly too.
 """
 
@@ -85,6 +86,22 @@ def step_noise(seed: int, step: int, shape: tuple[int, ...], dtype: Any, xp: Mod
     """eps ~ N(0, I) for training step `step`: drawn on the host from its own counter-based stream."""
     eps = np.random.default_rng([seed, 1, step]).standard_normal(shape, dtype=np.dtype(dtype))
     return xp.asarray(eps)
+
+
+def binarize(x: Any, stream: list[int]) -> Any:
+    """Each pixel 1 with probability its grey level, else 0; the uniforms come from default_rng(stream)."""
+    xp = get_array_module(x)
+    u = np.random.default_rng(stream).random(x.shape, dtype=np.dtype(x.dtype))
+    return (xp.asarray(u) < x).astype(x.dtype)
+
+
+# fixed streams for the binarised validation and test sets: the same images for every run and seed
+BINARIZE_STREAMS = {"val": [9, 0], "test": [9, 1]}
+
+
+def eval_images(x: Any, cfg: TrainConfig, split: str) -> Any:
+    """Validation or test images as the run sees them: binarised once (fixed stream) under --binarize dynamic."""
+    return binarize(x, BINARIZE_STREAMS[split]) if cfg.binarize == "dynamic" else x
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -211,7 +228,8 @@ def load_data(cfg: TrainConfig, xp: ModuleType) -> Dataset:
     def dev(a: np.ndarray) -> Any:
         return as_nchw(to_float(a, xp, cfg.dtype))
 
-    return Dataset(dev(x_tr), dev(x_val), dev(test_images), y_tr, y_val, test_labels, test_images)
+    x_val_, x_test_ = eval_images(dev(x_val), cfg, "val"), eval_images(dev(test_images), cfg, "test")
+    return Dataset(dev(x_tr), x_val_, x_test_, y_tr, y_val, test_labels, test_images)
 
 
 class SignalFlag:
@@ -346,6 +364,8 @@ def train(
                 b = state["batch"]
                 idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 xb = data.x_train[xp.asarray(idx)] if xp is not np else data.x_train[idx]
+                if cfg.binarize == "dynamic":  # a fresh binary draw of the batch, from the step's own stream
+                    xb = binarize(xb, [cfg.seed, 8, state["step"]])
                 eps = step_noise(cfg.seed, state["step"], (len(idx), cfg.latent), cfg.dtype, xp)
                 beta_t = beta_at(state["step"], batches_per_epoch, cfg)
                 cap_t = capacity_at(state["step"], batches_per_epoch, cfg)

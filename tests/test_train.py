@@ -69,6 +69,7 @@ SCHEDULED = {
     "linear": dict(beta_schedule="linear", beta_warmup_epochs=1.5),
     "cyclical": dict(beta_schedule="cyclical", beta_cycles=2),
     "capacity": dict(beta_schedule="capacity", capacity_max=5.0, capacity_epochs=1.0, beta=2.0),
+    "cyclical+binarize": dict(beta_schedule="cyclical", beta_cycles=3, binarize="dynamic"),
 }
 
 
@@ -98,6 +99,26 @@ def test_history_records_the_schedule(tmp_path, mnist_ready):
     assert [r["beta"] for r in hist] == [2.0, 2.0]
     header = (tmp_path / "cap" / "history.csv").read_text().splitlines()[0].split(",")
     assert {"beta", "capacity", "effective_beta"} <= set(header)
+
+
+def test_dynamic_binarisation(mnist_ready):
+    """Pixels become 0/1 with probability their grey level; a fixed stream gives the same images each time."""
+    from minivae.train import binarize, eval_images, load_data
+
+    x = np.full((200, 1, 28, 28), 0.3, dtype=np.float32)
+    x[:, :, :14] = 1.0  # certain pixels stay certain
+    b = binarize(x, [0, 8, 5])
+    assert b.dtype == np.float32 and set(np.unique(b)) <= {0.0, 1.0}
+    assert (b[:, :, :14] == 1).all() and b[:, :, 14:].mean() == pytest.approx(0.3, abs=0.01)
+    np.testing.assert_array_equal(b, binarize(x, [0, 8, 5]))
+    assert not np.array_equal(b, binarize(x, [0, 8, 6]))
+    cfg = TrainConfig(binarize="dynamic", **TINY)
+    data = load_data(cfg, np)
+    assert set(np.unique(data.x_test)) <= {0.0, 1.0} and set(np.unique(data.x_val)) <= {0.0, 1.0}
+    assert len(np.unique(data.x_train)) > 2  # training images stay grey: each batch is drawn at its step
+    np.testing.assert_array_equal(
+        eval_images(load_data(TrainConfig(**TINY), np).x_test, cfg, "test"), data.x_test
+    )
 
 
 def test_same_seed_same_numbers(tmp_path, mnist_ready):
