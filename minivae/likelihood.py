@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from minivae.backend import to_numpy
-from minivae.losses import bce_with_logits
+from minivae.losses import bce_value
 from minivae.models import VAE
 
 NOISE_STREAM = 6  # default_rng([seed, 6, i]): image i's importance samples
@@ -44,7 +44,7 @@ def log_importance_weights(model: VAE, x: Any, eps: Any, mu: Any = None, logvar:
     z = mu[None] + xp.exp(0.5 * logvar)[None] * eps  # (S, N, latent)
     logits = model.decode(z.reshape(s * n, latent))  # (S*N, 1, 28, 28)
     target = xp.broadcast_to(x[None], (s, *x.shape)).reshape(logits.shape)
-    bce, _ = bce_with_logits(logits, target, "none")
+    bce = bce_value(logits, target)
     log_px_z = -bce.reshape(s, n, -1).sum(axis=2)  # (S, N)
     log_ratio = -0.5 * (z * z - eps * eps - logvar[None]).sum(axis=2)  # log p(z) - log q(z|x): (S, N)
     return (log_px_z + log_ratio).T

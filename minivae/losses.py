@@ -42,6 +42,18 @@ def _reduce(elems: Any, reduction: str) -> tuple[Any, float]:
     raise ValueError(f"unknown reduction {reduction!r}: choose one of {', '.join(REDUCTIONS)}")
 
 
+def _bce_elements(logits: Any, target: Any) -> tuple[Any, Any]:
+    """(elementwise BCE, exp(-|logits|)): max(x, 0) - x t + log(1 + exp(-|x|))."""
+    xp = get_array_module(logits)
+    e = xp.exp(-xp.abs(logits))  # in (0, 1]: never overflows
+    return xp.maximum(logits, 0) - logits * target + xp.log1p(e), e
+
+
+def bce_value(logits: Any, target: Any) -> Any:
+    """Elementwise BCE on logits, the value only (no gradient): for evaluation over many samples."""
+    return _bce_elements(logits, target)[0]
+
+
 def bce_with_logits(logits: Any, target: Any, reduction: str = "batchmean") -> tuple[Any, Any]:
     """Binary cross-entropy of sigmoid(logits) against targets in [0, 1]; (loss, dlogits).
 
@@ -49,8 +61,7 @@ def bce_with_logits(logits: Any, target: Any, reduction: str = "batchmean") -> t
     finite and exact for any logit (no log(0), no overflow).   d/dx = s(x) - t.
     """
     xp = get_array_module(logits)
-    e = xp.exp(-xp.abs(logits))  # in (0, 1]: never overflows
-    elems = xp.maximum(logits, 0) - logits * target + xp.log1p(e)
+    elems, e = _bce_elements(logits, target)
     value, scale = _reduce(elems, reduction)
     s = xp.where(logits >= 0, 1.0, e) / (1.0 + e)  # sigmoid(logits), as in layers.activations.sigmoid
     return value, (s - target) * scale
