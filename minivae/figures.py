@@ -156,3 +156,30 @@ def latent_scatter(mu: np.ndarray, labels: np.ndarray, path: Path, title: str = 
     ax.grid(alpha=0.3)
     ax.set_title(title or f"latent means of {len(mu)} test images", fontsize=9)
     return _save(fig, path)
+
+
+def image_mosaic(
+    rows: dict[str, np.ndarray], path: Path, title: str = "", col_labels: list[str] | None = None
+) -> Path:
+    """Rows of images (K, 28, 28) in [0, 1] tiled into one picture, each row labelled on the left.
+
+    One image and one axes however many tiles (image_rows draws one axes per tile: slow for big grids).
+    """
+    k = max(len(v) for v in rows.values())
+    tile = np.ones((len(rows) * 29 + 1, k * 29 + 1))
+    for r, imgs in enumerate(rows.values()):
+        for c, img in enumerate(imgs):
+            tile[1 + r * 29 : 29 + r * 29, 1 + c * 29 : 29 + c * 29] = np.asarray(img).reshape(28, 28)
+    fig, ax = plt.subplots(figsize=(k * 0.55 + 1.8, len(rows) * 0.55 + 0.6))
+    ax.imshow(tile, cmap="gray", vmin=0, vmax=1)
+    ax.set_yticks([15 + 29 * r for r in range(len(rows))], list(rows), fontsize=7)
+    if col_labels:
+        ax.set_xticks([15 + 29 * c for c in range(len(col_labels))], col_labels, fontsize=7)
+    else:
+        ax.set_xticks([])
+    for side in ("top", "right", "bottom", "left"):
+        ax.spines[side].set_visible(False)
+    ax.tick_params(length=0)
+    if title:
+        ax.set_title(title, fontsize=8)
+    return _save(fig, path)

@@ -67,9 +67,9 @@ def draw(model: VAE, x: Any, labels: np.ndarray, mu: np.ndarray, out: Path, seed
     imgs = decode_images(model, z.reshape(-1, mu.shape[1])).reshape(len(units), len(values), 28, 28)
     rows = {"original": to_numpy(x[:1])[:, 0]}
     rows.update({f"z{u} (Var mu {unit_var[u]:.2f})": imgs[r] for r, u in enumerate(units)})
-    figs["traversal"] = figures.image_rows(
+    figs["traversal"] = figures.image_mosaic(
         rows, out / "traversals.png",
-        f"a test image of a {labels[0]}: one unit swept over {values[0]:g} ... {values[-1]:g}, the others at its mu",
+        f"a test image of a {labels[0]}: one unit swept, the others at its mu", [f"{v:g}" for v in values],
     )  # fmt: skip
     rng = np.random.default_rng([seed, 7])
     pairs = []
@@ -80,7 +80,7 @@ def draw(model: VAE, x: Any, labels: np.ndarray, mu: np.ndarray, out: Path, seed
     if not pairs and len(mu) > 1:
         pairs = [(0, 1)]
     if pairs:
-        figs["interpolation"] = figures.image_rows(
+        figs["interpolation"] = figures.image_mosaic(
             {f"{labels[i]} -> {labels[j]}": decode_images(model, interpolation_codes(mu[i], mu[j]))
              for i, j in pairs},
             out / "interpolation.png", "decoded (1 - t) mu(a) + t mu(b), t = 0 ... 1",

@@ -9,7 +9,7 @@ import pytest
 
 from minivae.cli import main
 from minivae.config import TrainConfig
-from minivae.sweep import monotone_sentence, run_config, run_dir
+from minivae.sweep import monotone_sentence, run_config, run_dir, summarize
 
 TINY = ["--train-limit", "256", "--test-limit", "200", "--batch-size", "32", "--epochs", "1", "--hidden", "32",
         "--tsne-points", "0", "--quiet"]  # fmt: skip
@@ -43,20 +43,19 @@ def test_monotone_sentence():
 
 
 def test_beta_sweep_end_to_end(tmp_path):
-    """2 β x 2 latent sizes on 2 worker processes: runs, summary, rate-distortion curve, by-latent figure."""
+    """2 β on 2 worker processes: the runs, the summary, the rate-distortion curve."""
     out = tmp_path / "sweep"
-    argv = ["sweep", *TINY, "--latents", "2", "3", "--betas", "0.5", "4", "--jobs", "2", "--out", str(out)]
+    argv = ["sweep", *TINY, "--latents", "3", "--betas", "0.5", "4", "--jobs", "2", "--out", str(out)]
     assert main(argv) == 0
-    for name in ["b0.5_z2_s0", "b0.5_z3_s0", "b4_z2_s0", "b4_z3_s0"]:
+    for name in ["b0.5_z3_s0", "b4_z3_s0"]:
         assert (out / name / "report.md").exists(), name
         assert json.loads((out / name / "config.json").read_text())["beta"] == float(name[1:].split("_")[0])
     rows = list(csv.DictReader((out / "summary.csv").open()))
-    assert len(rows) == 40 and {r["beta"] for r in rows} == {"0.5", "4"}
-    for name in ["rate_distortion.png", "psnr_active_by_latent.png", "psnr_sampled_by_latent.png"]:
+    assert len(rows) == 20 and {r["beta"] for r in rows} == {"0.5", "4"}
+    for name in ["rate_distortion.png", "psnr_sampled_by_latent.png"]:
         assert (out / name).read_bytes()[:4] == b"\x89PNG" and (out / name).stat().st_size > 3000, name
     report = (out / "report.md").read_text()
-    assert "](rate_distortion.png)" in report and "](psnr_active_by_latent.png)" in report
-    assert "rate-distortion curve is" in report and "reconstructs best" in report
+    assert "](rate_distortion.png)" in report and "rate-distortion curve is" in report
     assert "| rate R | distortion D |" in report
     sweep = json.loads((out / "sweep.json").read_text())
     assert sweep["betas"] == [0.5, 4.0] and sweep["fixed_effective_beta"] is False
@@ -65,6 +64,47 @@ def test_beta_sweep_end_to_end(tmp_path):
         n: json.loads((out / n / "metrics.json").read_text())["rate_nats"] for n in ["b0.5_z3_s0", "b4_z3_s0"]
     }
     assert rate["b4_z3_s0"] < rate["b0.5_z3_s0"], rate
+
+
+def fake_run(path, rate, distortion, psnr, active, effective_beta):
+    """The files summarize reads from a run directory, with made-up numbers."""
+    path.mkdir(parents=True)
+    m = {"rate_nats": rate, "distortion_nats": distortion, "neg_elbo": rate + distortion, "effective_beta": effective_beta,
+         "psnr_sampled_digit_mean": psnr, "psnr_mean_digit_mean": psnr + 1, "active_units": active,
+         "alive_encoder_units": 32}  # fmt: skip
+    (path / "metrics.json").write_text(json.dumps(m))
+    with (path / "per_digit.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["digit", "psnr_sampled", "psnr_mean", "mse_sampled", "mse_mean"])
+        w.writeheader()
+        w.writerows({"digit": d, "psnr_sampled": psnr + d / 10, "psnr_mean": psnr + 1, "mse_sampled": 0.02,
+                     "mse_mean": 0.018} for d in range(10))  # fmt: skip
+    (path / "history.csv").write_text("epoch,train_loss,val_loss\n1,100,99\n2,90,89\n")
+
+
+def test_summarize_fixed_effective_beta_by_latent(tmp_path):
+    """Effective β fixed across latent sizes (seed form): eb<β> runs, by-latent figure, monotone verdicts."""
+    base = TrainConfig(loss="seed", beta=0.0005)
+    for b, (r, d) in {0.05: (30.0, 70.0), 0.2: (20.0, 80.0)}.items():
+        for z, act in ((5, 5), (15, 9)):
+            fake_run(
+                run_dir(tmp_path, z, 0, b, effective=True),
+                r + z / 10,
+                d - z / 10,
+                15 + z / 5 - 10 * b,
+                act,
+                b,
+            )
+    report = summarize(base, [5, 15], 1, tmp_path, betas=[0.05, 0.2], fixed_effective_beta=True)
+    text = report.read_text()
+    assert "each run's β_seed = β_eff · latent / (2 · 784)" in text
+    assert text.count("rate-distortion curve is monotone") == 2
+    assert "At β_eff = 0.05 (fixed): Latent size 15 reconstructs best" in text
+    for name in ["rate_distortion.png", "psnr_active_by_latent.png"]:
+        assert (tmp_path / name).stat().st_size > 3000 and f"]({name})" in text
+    rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    assert {(r["beta"], r["latent"]) for r in rows} == {
+        (f"{b * z / 1568:.6g}", str(z)) for b in (0.05, 0.2) for z in (5, 15)
+    }  # each run's own beta_seed
 
 
 def test_bad_betas_refused(capsys):
