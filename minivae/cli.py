@@ -2,8 +2,9 @@
 
 minivae train [--preset seed] [--arch conv --latent 15 ...]   train, evaluate, write report.md
 minivae train --resume RUN                                    continue an interrupted run
-minivae evaluate RUN                                          redo a run's metrics, figures, report
+minivae evaluate RUN [--iwae-k 5000]                          redo a run's metrics, figures, report
 minivae sweep --latents 5 10 15 20 --seeds 3                  compare latent sizes
+minivae sweep --betas 0.25 0.5 1 2 4 8                        a rate-distortion curve over beta
 minivae data fetch | info                                     the verified MNIST cache
 """
 
