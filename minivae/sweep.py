@@ -73,19 +73,19 @@ def sweep(
     """Train every (beta, latent, seed) run under out/ and write out/summary.csv, figures and report.md.
 
     betas None: every run uses base.beta (the latent-size sweep). fixed_effective_beta: the betas (default:
-    base's effective beta) are in ELBO units and each run's beta is converted for its latent size.
+    base's effective beta) are in ELBO units and each run's beta is converted for its latent size; for the
+    seed form the seed's own protocol (base.beta at every size) runs beside them (see groups()).
     """
     if fixed_effective_beta and betas is None:
         betas = [base.effective_beta]
     out.mkdir(parents=True, exist_ok=True)
     tasks = []
-    for beta in betas if betas is not None else [None]:
+    for beta in groups(base, betas, fixed_effective_beta):
+        eff = fixed_effective_beta and beta is not None
         for latent in latents:
             for s in range(seeds):
-                cfg = run_config(base, latent, base.seed + s, beta, fixed_effective_beta)
-                tasks.append(
-                    (cfg.to_dict(), str(run_dir(out, latent, base.seed + s, beta, fixed_effective_beta)))
-                )
+                cfg = run_config(base, latent, base.seed + s, beta, eff)
+                tasks.append((cfg.to_dict(), str(run_dir(out, latent, base.seed + s, beta, eff))))
     if jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             for msg in pool.map(run_one, *zip(*tasks), [False] * len(tasks)):
@@ -106,19 +106,23 @@ def summarize(
     fixed_effective_beta: bool = False,
 ) -> Path:  # fmt: skip
     """Aggregate the runs' per_digit.csv and metrics.json into the sweep's table, figures and report."""
-    groups = betas if betas is not None else [None]
+    if fixed_effective_beta and betas is None:
+        betas = [base.effective_beta]
+    gs = groups(base, betas, fixed_effective_beta)
+    mixed = base if None in gs and len(gs) > 1 else None  # the seed's protocol beside fixed-β_eff settings
     table, cells, histories = [], {}, {}
-    for beta in groups:
+    for beta in gs:
+        eff = fixed_effective_beta and beta is not None
         for latent in latents:
-            runs = [run_dir(out, latent, base.seed + s, beta, fixed_effective_beta) for s in range(seeds)]
+            runs = [run_dir(out, latent, base.seed + s, beta, eff) for s in range(seeds)]
             digits = [_read_csv(r / "per_digit.csv") for r in runs]
             metrics = [json.loads((r / "metrics.json").read_text()) for r in runs]
-            histories[cell_label(beta, latent, fixed_effective_beta)] = read_history(runs[0] / "history.csv")
+            histories[cell_label(beta, latent, eff, mixed)] = read_history(runs[0] / "history.csv")
             stats = {}
             for key in ("psnr_sampled", "psnr_mean", "mse_sampled", "mse_mean"):
                 vals = np.array([[float(row[key]) for row in d] for d in digits])  # (seeds, 10)
                 stats[key] = (vals.mean(0), vals.std(0, ddof=1) if seeds > 1 else np.zeros(vals.shape[1]))
-            run_beta = run_config(base, latent, base.seed, beta, fixed_effective_beta).beta
+            run_beta = run_config(base, latent, base.seed, beta, eff).beta
             cells[(beta, latent)] = {"stats": stats, "metrics": metrics, "run_beta": run_beta}
             for d in range(len(digits[0])):
                 table.append({"beta": f"{run_beta:.6g}", "effective_beta": f"{metrics[0]['effective_beta']:.6g}",
@@ -131,7 +135,8 @@ def summarize(
         w.writerows(table)
 
     def bars(key: str) -> dict[str, tuple[Any, Any]]:
-        return {cell_label(b, z, fixed_effective_beta): tuple(v["stats"][key]) for (b, z), v in cells.items()}
+        return {cell_label(b, z, fixed_effective_beta and b is not None, mixed): tuple(v["stats"][key])
+                for (b, z), v in cells.items()}  # fmt: skip
 
     figs = {
         "psnr_sampled": figures.per_digit_bars(
@@ -149,7 +154,7 @@ def summarize(
     if len(latents) > 1:
         figs["by_latent"] = figures.by_latent(
             {name: {group_label(b, fixed_effective_beta, base): _series(cells, b, latents, key)
-                    for b in groups}
+                    for b in gs}
              for name, key in (("PSNR sampled z, digit mean (dB)", "psnr_sampled_digit_mean"),
                                ("active units", "active_units"))},
             out / "psnr_active_by_latent.png", f"test set, mean ± sd over {seeds} seed(s)",
@@ -160,8 +165,9 @@ def summarize(
             out / "rate_distortion.png",
             "rate-distortion, test set" + (" (β in ELBO units)" if fixed_effective_beta else f" (β in {base.loss} units)"),
         )  # fmt: skip
-    verdicts = [best_sentence({z: cells[(b, z)] for z in latents}, group_label(b, fixed_effective_beta, base))
-                for b in groups]  # fmt: skip
+    verdicts = [best_sentence({z: cells[(b, z)] for z in latents},
+                              group_label(b, fixed_effective_beta, base) if betas is not None else "")
+                for b in gs]  # fmt: skip
     if betas is not None and len(betas) > 1:
         verdicts += [monotone_sentence({b: cells[(b, z)]["metrics"] for b in betas}, z) for z in latents]
     save_json(out / "sweep.json", {"latents": latents, "seeds": seeds, "betas": betas,
@@ -185,15 +191,34 @@ def _series(
     return list(latents), [m for m, _ in ms], [s for _, s in ms]
 
 
+def groups(base: TrainConfig, betas: list[float] | None, fixed_effective_beta: bool) -> list[float | None]:
+    """The β settings a sweep runs at every latent size; None stands for base.beta, unconverted.
+
+    With fixed_effective_beta and the seed form, the seed study's own protocol (β_seed = base.beta at every
+    size, so β_eff = 2 · 784 · β_seed / latent falls as the size grows) runs beside the fixed-β_eff settings,
+    in the same directories a plain latent sweep uses (z<latent>_s<seed>): one sweep shows both.
+    """
+    if betas is None:
+        return [None]
+    if fixed_effective_beta and base.loss == "seed":
+        return [*betas, None]
+    return list(betas)
+
+
 def group_label(beta: float | None, effective: bool, base: TrainConfig) -> str:
     if beta is None:
+        if base.loss == "seed":
+            return f"β_seed = {base.beta:g} (the seed's protocol: β_eff falls with latent size)"
         return f"β = {base.beta:g} ({base.loss} units)"
     return f"β_eff = {beta:g} (fixed)" if effective else f"β = {beta:g}"
 
 
-def cell_label(beta: float | None, latent: int, effective: bool) -> str:
+def cell_label(beta: float | None, latent: int, effective: bool, base: TrainConfig | None = None) -> str:
+    """A setting's short name; base given: name the seed protocol's runs by their β_seed (mixed sweeps)."""
     if beta is None:
-        return f"z={latent}"
+        return (
+            f"β_seed={base.beta:g} z={latent}" if base is not None and base.loss == "seed" else f"z={latent}"
+        )
     return f"{'β_eff' if effective else 'β'}={beta:g} z={latent}"
 
 
@@ -239,6 +264,8 @@ def render(
     verdicts: list[str], betas: list[float] | None = None, fixed_effective_beta: bool = False,
 ) -> str:  # fmt: skip
     latents = list(dict.fromkeys(z for _, z in cells))
+    settings = {b for b, _ in cells}
+    mixed = base if None in settings and len(settings) > 1 else None  # the seed's protocol runs beside
     title = f"# minivae sweep: {base.arch} VAE, latent sizes {', '.join(map(str, latents))}"
     if betas is not None:
         title += f"; {'effective ' if fixed_effective_beta else ''}β {', '.join(f'{b:g}' for b in betas)}"
@@ -248,6 +275,8 @@ def render(
         beta_text = "β fixed in standard ELBO units at every latent size"
         if base.loss == "seed":
             beta_text += " (each run's β_seed = β_eff · latent / (2 · 784))"
+        if mixed:
+            beta_text += f", beside the seed's protocol (β_seed = {base.beta:g} at every size)"
     else:
         beta_text = f"β in {base.loss} units"
     lines = [
@@ -281,7 +310,12 @@ def render(
         m, s = v["stats"]["psnr_sampled"]
         ref = seed_reference(z) if base.arch == "conv" else None
         cells_ = " | ".join(f"{a:.2f}" + (f" ± {c:.2f}" if seeds > 1 else "") for a, c in zip(m, s))
-        label = cell_label(b, z, fixed_effective_beta)
+        label = cell_label(
+            b,
+            z,
+            fixed_effective_beta and b is not None,
+            mixed,
+        )
         lines.append(f"| {label} | {cells_} | {np.mean(ref):.2f} |" if ref else f"| {label} | {cells_} | - |")
     lines += ["", "## Figures", ""]
     captions = {

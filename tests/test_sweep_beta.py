@@ -82,29 +82,29 @@ def fake_run(path, rate, distortion, psnr, active, effective_beta):
 
 
 def test_summarize_fixed_effective_beta_by_latent(tmp_path):
-    """Effective β fixed across latent sizes (seed form): eb<β> runs, by-latent figure, monotone verdicts."""
+    """Effective β fixed across latent sizes (seed form): eb<β> runs beside the seed's own protocol (z<latent>
+    runs, as a plain latent sweep names them), the by-latent figure, the monotone verdicts."""
     base = TrainConfig(loss="seed", beta=0.0005)
     for b, (r, d) in {0.05: (30.0, 70.0), 0.2: (20.0, 80.0)}.items():
         for z, act in ((5, 5), (15, 9)):
-            fake_run(
-                run_dir(tmp_path, z, 0, b, effective=True),
-                r + z / 10,
-                d - z / 10,
-                15 + z / 5 - 10 * b,
-                act,
-                b,
-            )
+            path = run_dir(tmp_path, z, 0, b, effective=True)
+            fake_run(path, r + z / 10, d - z / 10, 15 + z / 5 - 10 * b, act, b)
+    for z in (5, 15):  # the seed's protocol: β_seed = 0.0005, β_eff = 0.157 at 5 and 0.052 at 15
+        fake_run(run_dir(tmp_path, z, 0), 25.0, 75.0, 15.0, 4, 2 * 784 * 0.0005 / z)
     report = summarize(base, [5, 15], 1, tmp_path, betas=[0.05, 0.2], fixed_effective_beta=True)
     text = report.read_text()
     assert "each run's β_seed = β_eff · latent / (2 · 784)" in text
     assert text.count("rate-distortion curve is monotone") == 2
     assert "At β_eff = 0.05 (fixed): Latent size 15 reconstructs best" in text
+    assert "beside the seed's protocol (β_seed = 0.0005 at every size)" in text
+    assert "At β_seed = 0.0005 (the seed's protocol: β_eff falls with latent size):" in text
+    assert "| β_seed=0.0005 z=15 |" in text and "| 0.0005 | 0.05227 | 15 |" in text
     for name in ["rate_distortion.png", "psnr_active_by_latent.png"]:
         assert (tmp_path / name).stat().st_size > 3000 and f"]({name})" in text
     rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
     assert {(r["beta"], r["latent"]) for r in rows} == {
         (f"{b * z / 1568:.6g}", str(z)) for b in (0.05, 0.2) for z in (5, 15)
-    }  # each run's own beta_seed
+    } | {("0.0005", "5"), ("0.0005", "15")}  # each run's own beta_seed
 
 
 def test_bad_betas_refused(capsys):
