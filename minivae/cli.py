@@ -97,7 +97,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if cfg.test_limit:
         images, labels = images[: cfg.test_limit], labels[: cfg.test_limit]
     x = eval_images(as_nchw(to_float(images, model.xp, cfg.dtype)), cfg, "test")
-    ev = write_report(model, cfg, x, labels, out, iwae_k=args.iwae_k)
+    if args.iwae_k:
+        print(f"estimating log p(x) with k = {args.iwae_k} importance samples for each of {len(x)} test images "
+              f"({args.iwae_k * len(x):,} decoder passes) on {cfg.backend}...", file=sys.stderr)  # fmt: skip
+    ev = write_report(model, cfg, x, labels, out, iwae_k=args.iwae_k, progress=not args.quiet)
     m = ev.metrics
     print(f"test: negative ELBO {m['neg_elbo']:.2f} nats = distortion {m['distortion_nats']:.2f} + rate "
           f"{m['rate_nats']:.2f}; per-digit table: {out / 'per_digit.csv'}")  # fmt: skip
@@ -154,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also estimate log p(x) by importance sampling with K samples per test image (the IWAE bound, "
         "Burda et al. 2015; K = 5000 is their reported setting, slow on a CPU); 0: off (default)",
     )  # fmt: skip
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("sweep", help="train several latent sizes (and seeds) and compare them per digit")

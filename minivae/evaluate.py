@@ -57,7 +57,9 @@ def active_units(mu: np.ndarray, threshold: float = ACTIVE_THRESHOLD) -> tuple[i
     return int((unit_var > threshold).sum()), unit_var
 
 
-def evaluate(model: VAE, x: Any, labels: np.ndarray, seed: int = 0, iwae_k: int = 0) -> Evaluation:
+def evaluate(
+    model: VAE, x: Any, labels: np.ndarray, seed: int = 0, iwae_k: int = 0, progress: bool = False
+) -> Evaluation:
     """Run the model over test images x (N, 1, 28, 28) on its backend, in batches.
 
     The noise for the sampled reconstruction comes from default_rng([seed, 3, batch start]), so the
@@ -114,7 +116,7 @@ def evaluate(model: VAE, x: Any, labels: np.ndarray, seed: int = 0, iwae_k: int 
     if iwae_k:
         from minivae.likelihood import iwae_bound
 
-        log_px = iwae_bound(model, x, iwae_k, seed=seed)
+        log_px = iwae_bound(model, x, iwae_k, seed=seed, progress=progress)
         metrics.update(
             iwae_k=iwae_k, iwae_log_px=float(log_px.mean()), iwae_nll=float(-log_px.mean()),
             iwae_stderr=float(log_px.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0,

@@ -21,9 +21,11 @@ at a time, at most max_rows, so memory stays bounded for any k; on CuPy the rows
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from minivae.backend import to_numpy
 from minivae.losses import bce_value
@@ -64,12 +66,14 @@ def logsumexp(a: np.ndarray, axis: int = -1) -> np.ndarray:
     return (m + np.log(np.exp(a - m).sum(axis=axis, keepdims=True))).squeeze(axis)
 
 
-def iwae_bound(model: VAE, x: Any, k: int, seed: int = 0, max_rows: int = 8192) -> np.ndarray:
+def iwae_bound(
+    model: VAE, x: Any, k: int, seed: int = 0, max_rows: int = 8192, progress: bool = False
+) -> np.ndarray:
     """L_k = log (1/k) sum_s w_s for each image of x (N, 1, 28, 28); (N,) float64 on the host, in nats.
 
     k = 1 is the one-sample ELBO estimate with a Monte Carlo KL; the mean of L_k over images is a lower
     bound on the mean log p(x) that tightens as k grows. Work is split into blocks of at most max_rows
-    decoded images (images x samples), so memory does not grow with k.
+    decoded images (images x samples), so memory does not grow with k. progress: a bar over the images.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -78,6 +82,7 @@ def iwae_bound(model: VAE, x: Any, k: int, seed: int = 0, max_rows: int = 8192) 
     batch = max(1, min(500, max_rows // k))  # images per block
     chunk = max(1, min(k, max_rows // batch))  # samples per block
     out = np.empty(len(x))
+    bar = tqdm(total=len(x), desc=f"IWAE k={k}", unit="image", disable=not progress, file=sys.stderr)
     for start in range(0, len(x), batch):
         xb = x[start : start + batch]
         model.check_input(xb)
@@ -93,4 +98,6 @@ def iwae_bound(model: VAE, x: Any, k: int, seed: int = 0, max_rows: int = 8192) 
             )  # (s, n, latent)
             logw[:, s0 : s0 + s] = to_numpy(log_importance_weights(model, xb, xp.asarray(eps), mu, logvar))
         out[start : start + n] = logsumexp(logw, axis=1) - math.log(k)
+        bar.update(n)
+    bar.close()
     return out

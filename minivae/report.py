@@ -32,13 +32,14 @@ def one_per_digit(labels: np.ndarray, k: int = 10) -> np.ndarray:
 
 
 def write_report(
-    model: VAE, cfg: TrainConfig, x_test: Any, y_test: np.ndarray, out: Path, iwae_k: int = 0
-) -> Evaluation:
+    model: VAE, cfg: TrainConfig, x_test: Any, y_test: np.ndarray, out: Path, iwae_k: int = 0,
+    progress: bool = False,
+) -> Evaluation:  # fmt: skip
     """Evaluate and write per_digit.csv, metrics.json, the figures and report.md into run directory out.
 
     iwae_k > 0 adds the IWAE estimate of log p(x) with that many importance samples per test image.
     """
-    ev = evaluate(model, x_test, y_test, seed=cfg.seed, iwae_k=iwae_k)
+    ev = evaluate(model, x_test, y_test, seed=cfg.seed, iwae_k=iwae_k, progress=progress)
     history = read_history(out / "history.csv")
     m = ev.metrics
     m.update(effective_beta=cfg.effective_beta, epochs_run=len(history), parameters=model.num_parameters())
