@@ -167,7 +167,7 @@ def summarize(
         )  # fmt: skip
     verdicts = [best_sentence({z: cells[(b, z)] for z in latents},
                               group_label(b, fixed_effective_beta, base) if betas is not None else "")
-                for b in gs]  # fmt: skip
+                for b in gs if len(latents) > 1 or betas is None]  # fmt: skip
     if betas is not None and len(betas) > 1:
         verdicts += [monotone_sentence({b: cells[(b, z)]["metrics"] for b in betas}, z) for z in latents]
     save_json(out / "sweep.json", {"latents": latents, "seeds": seeds, "betas": betas,
