@@ -128,11 +128,42 @@ def time_steps(step, xp: Any, warmup: int, steps: int) -> list[float]:
     return times
 
 
-def bench_minivae(arch: str, batch: int, xp: Any, warmup: int, steps: int) -> list[float]:
+def bench_minivae(
+    arch: str, batch: int, xp: Any, warmup: int, steps: int, before: bool = False
+) -> tuple[list[float], dict]:
+    """Step times, and for CuPy the memory pool's bytes in use after the warm-up and after the timed
+    steps: in steady state a step frees all it allocates, so the two must be equal (no growth).
+
+    before=True times the step as it was before the GPU work: Adam as twelve array operations per
+    parameter (no fused kernel) and im2col as nine slice copies (no strided window view).
+    """
+    if before:
+        import minivae.layers.conv as conv
+
+        saved, conv.im2col = conv.im2col, conv.im2col_loop
+        try:
+            model, opt, x, eps = setup(arch, batch, xp)
+            opt.fused = False
+            return time_steps(
+                lambda: train_step(model, opt, x, eps, 1.0, "elbo", check_finite=False), xp, warmup, steps
+            ), {}
+        finally:
+            conv.im2col = saved
     model, opt, x, eps = setup(arch, batch, xp)
-    return time_steps(
-        lambda: train_step(model, opt, x, eps, 1.0, "elbo", check_finite=False), xp, warmup, steps
-    )
+
+    def step():
+        train_step(model, opt, x, eps, 1.0, "elbo", check_finite=False)
+
+    mem: dict[str, int] = {}
+    if xp is not np:
+        pool = xp.get_default_memory_pool()
+        time_steps(step, xp, warmup, 0)
+        mem["pool_used_after_warmup"] = pool.used_bytes()
+        times = time_steps(step, xp, 0, steps)
+        mem["pool_used_after_steps"] = pool.used_bytes()
+        mem["pool_total"] = pool.total_bytes()
+        return times, mem
+    return time_steps(step, xp, warmup, steps), mem
 
 
 # ---------------------------------------------------------------------------------------- PyTorch
@@ -257,6 +288,11 @@ def main() -> int:
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--profile", action="store_true", help="time each layer instead")
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument(
+        "--before",
+        action="store_true",
+        help="CuPy: also time the step without the fused Adam and strided im2col",
+    )
     args = p.parse_args()
 
     ok, why = cupy_available()
@@ -300,7 +336,7 @@ def main() -> int:
                 agree = 0.0
                 if name != "numpy":
                     agree = check_against_numpy(arch, batch, xp, one_step_numbers(arch, batch, np))
-                times = bench_minivae(arch, batch, xp, args.warmup, args.steps)
+                times, mem = bench_minivae(arch, batch, xp, args.warmup, args.steps)
                 med = statistics.median(times)
                 q = statistics.quantiles(times, n=4)
                 rec = {
@@ -309,6 +345,16 @@ def main() -> int:
                     "gflop_per_step": flops * batch / 1e9, "gflops": flops * batch / med / 1e9,
                     "fraction_of_gemm": flops * batch / med / 1e9 / rate, "agreement_with_numpy": agree,
                 }  # fmt: skip
+                if args.before and name != "numpy":
+                    rec["before_ms_median"] = (
+                        statistics.median(
+                            bench_minivae(arch, batch, xp, args.warmup, args.steps, before=True)[0]
+                        )
+                        * 1e3
+                    )
+                if mem:
+                    rec["memory"] = mem
+                    rec["memory_growth_bytes"] = mem["pool_used_after_steps"] - mem["pool_used_after_warmup"]
                 if not args.no_torch:
                     tt = bench_torch(
                         arch, batch, "cuda" if name == "cupy" else "cpu", args.warmup, args.steps
@@ -319,10 +365,33 @@ def main() -> int:
                 results.append(rec)
                 print(_row(rec), file=sys.stderr)
     print("\n" + table(results))
+    for line in speedups(results):
+        print(line)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"info": info, "results": results}, f, indent=2)
     return 0
+
+
+def speedups(results: list[dict[str, Any]]) -> list[str]:
+    """CuPy against NumPy for each (arch, batch) timed on both, and the GPU memory check."""
+    by = {(r["arch"], r["batch"], r["backend"]): r for r in results}
+    lines = []
+    for (arch, batch, backend), r in by.items():
+        if backend == "cupy" and (arch, batch, "numpy") in by:
+            x = by[(arch, batch, "numpy")]["ms_median"] / r["ms_median"]
+            lines.append(f"{arch} batch {batch}: cupy is {x:.1f}x faster than numpy")
+        if "before_ms_median" in r:
+            lines.append(
+                f"{arch} batch {batch} {backend}: {r['before_ms_median']:.2f} ms/step without the fused Adam and "
+                f"strided im2col, {r['ms_median']:.2f} ms with them"
+            )
+        if "memory_growth_bytes" in r:
+            lines.append(
+                f"{arch} batch {batch} {backend}: memory pool in use grew by {r['memory_growth_bytes']} bytes "
+                f"over the timed steps ({r['memory']['pool_used_after_steps'] / 2**20:.1f} MiB in use)"
+            )
+    return lines
 
 
 def _row(r: dict[str, Any]) -> str:

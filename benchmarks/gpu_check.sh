@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# The one script to run on a GPU machine with CuPy and PyTorch but no network (under 5 minutes):
-#   1. the test suite, whose backend-parametrised tests now also run on CuPy (NumPy-vs-CuPy included);
-#   2. the training-step benchmark on NumPy and CuPy, beside PyTorch CPU and CUDA;
-#   3. a per-layer profile of the conv step on CuPy.
-# Usage (from the repo root, real MNIST copied into a folder named by MINIVAE_DATA):
-#   MINIVAE_DATA=.gpu_data PYTHONPATH=. bash benchmarks/gpu_check.sh OUTDIR
+# The one script to run on a GPU machine with CuPy and PyTorch but no network:
+#   1. the training-step benchmark on NumPy and CuPy beside PyTorch CPU and CUDA (the GPU to itself),
+#      with the step as it was before the GPU work (--before) and the memory-growth check;
+#   2. a per-layer profile of the conv step on CuPy;
+#   3. the test suite (CuPy cases included) and, when TOTAL_SECONDS is given, the seed study's runs on
+#      the GPU (benchmarks/seed_study_gpu.py) until the whole script has used TOTAL_SECONDS.
+# Usage (from the repo root, MNIST's four IDX files copied into $MINIVAE_DATA/mnist/):
+#   MINIVAE_DATA=.gpu_data PYTHONPATH=. bash benchmarks/gpu_check.sh OUTDIR [TOTAL_SECONDS]
+# Without TOTAL_SECONDS it takes about 4 minutes. Logs and JSON go to OUTDIR; the seed study's runs to
+# runs/seed_study_gpu (and, without their checkpoints, OUTDIR/seed_study_gpu.tgz).
 set -uo pipefail
-OUT=${1:?usage: gpu_check.sh OUTDIR}
+OUT=${1:?usage: gpu_check.sh OUTDIR [TOTAL_SECONDS]}
+TOTAL=${2:-0}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 {
@@ -14,14 +19,26 @@ export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
   python -c "import numpy, cupy; print('numpy', numpy.__version__, 'cupy', cupy.__version__)" 2>&1
   python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>&1
-  nproc
+  echo "cpus $(nproc)"
+  # the `minivae` command for the tests that run it (no network: no build isolation, no dependencies)
+  python -m pip install -q --no-deps --no-build-isolation --no-index -e . 2>&1 | tail -2
 } > "$OUT/env.txt"
 cat "$OUT/env.txt"
-echo "== tests (CuPy cases included)"
-timeout 170 python -m pytest -q -p no:cacheprovider -k "cupy or backend or train or models or conv" \
-  --ignore=tests/test_lessons.py --ignore=tests/test_reliability.py 2>&1 | tail -25 | tee "$OUT/pytest.log"
-echo "== benchmark"
-timeout 110 python benchmarks/bench_train_step.py --steps 20 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
-echo "== profile (cupy, conv)"
-timeout 30 python benchmarks/bench_train_step.py --profile --backend cupy --arch conv --batch 32 256 --steps 5 \
+echo "== benchmark ($SECONDS s)"
+timeout 200 python benchmarks/bench_train_step.py --steps 20 --before --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+echo "== profile: cupy, conv ($SECONDS s)"
+timeout 40 python benchmarks/bench_train_step.py --profile --backend cupy --arch conv --batch 32 256 --steps 5 \
   2>&1 | tee "$OUT/profile.log"
+echo "== tests ($SECONDS s)"
+XDIST=$(python -c "import xdist" 2>/dev/null && echo "-n 6")
+timeout 300 python -m pytest -q -p no:cacheprovider $XDIST -rs > "$OUT/pytest.log" 2>&1 &
+TESTS=$!
+if [ "$TOTAL" -gt 0 ]; then
+  LEFT=$((TOTAL - SECONDS - 45)) # the study stops its runs then; 45 s for stopping and packing
+  echo "== seed study on the GPU for ${LEFT} s ($SECONDS s)"
+  python benchmarks/seed_study_gpu.py --out runs/seed_study_gpu --deadline "$LEFT" 2>&1 | tee "$OUT/seed_study.log"
+  tar czf "$OUT/seed_study_gpu.tgz" --exclude='*.npz' -C runs seed_study_gpu
+fi
+wait $TESTS
+echo "== tests done ($SECONDS s)"
+tail -30 "$OUT/pytest.log"

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minivae.layers import Conv2d, ConvTranspose2d, col2im, im2col
-from minivae.layers.conv import conv_output_size, conv_transpose_output_size
+from minivae.layers.conv import conv_output_size, conv_transpose_output_size, im2col_loop
 from minivae.reference import (
     conv2d_loop,
     conv2d_loop_backward,
@@ -101,6 +101,25 @@ def test_col2im_is_the_adjoint_of_im2col(c):
     lhs = np.sum(cols * other)
     rhs = np.sum(x * col2im(other, shape, c["k"], c["k"], c["s"], c["s"]))
     np.testing.assert_allclose(lhs, rhs, rtol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(conv_cases(), st.sampled_from(["contiguous", "channels_last", "cropped"]))
+def test_strided_im2col_equals_the_loop_over_offsets(c, layout):
+    """The one-copy window view reads the same entries as the 9 slice copies, whatever x's strides
+    (a channels-last array, or a cropped view like the ones pad2d makes)."""
+    rng = np.random.default_rng(c["seed"])
+    n, cin, h, w = c["n"], c["cin"], c["h"] + 2 * c["p"], c["w"] + 2 * c["p"]
+    if h < c["k"] or w < c["k"]:
+        return
+    if layout == "channels_last":
+        x = rng.standard_normal((n, h, w, cin)).transpose(0, 3, 1, 2)
+    elif layout == "cropped":
+        x = rng.standard_normal((n, cin, h + 2, w + 3))[:, :, 1 : h + 1, 2 : w + 2]
+    else:
+        x = rng.standard_normal((n, cin, h, w))
+    k, s = c["k"], c["s"]
+    np.testing.assert_array_equal(im2col(x, k, k, s, s), im2col_loop(x, k, k, s, s))
 
 
 def test_keras_same_shapes():

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import needs_cupy
 
+from minivae.backend import to_numpy
 from minivae.optim import SGD, Adam
 
 
-def test_adam_first_step_is_lr_times_sign():
+def test_adam_first_step_is_lr_times_sign(xp):
     """At t = 1, m_hat = g and v_hat = g^2, so the step is lr * g / (|g| + eps) ~ lr * sign(g)."""
-    w = np.array([1.0, -2.0, 3.0])
-    g = np.array([0.5, -4.0, 1e-3])
+    w0, g0 = np.array([1.0, -2.0, 3.0]), np.array([0.5, -4.0, 1e-3])
+    w, g = xp.array(w0), xp.array(g0)  # copies: the update is in place
     Adam([("w", w, g)], lr=0.1).step()
-    np.testing.assert_allclose(w, np.array([1.0, -2.0, 3.0]) - 0.1 * g / (np.abs(g) + 1e-8), rtol=1e-14)
+    np.testing.assert_allclose(to_numpy(w), w0 - 0.1 * g0 / (np.abs(g0) + 1e-8), rtol=1e-14)
 
 
-def test_adam_two_steps_closed_form():
+def test_adam_two_steps_closed_form(xp):
     b1, b2, lr, eps = 0.9, 0.999, 0.01, 1e-8
-    w, g = np.array([0.3]), np.zeros(1)
+    w, g = xp.asarray([0.3]), xp.zeros(1)
     opt = Adam([("w", w, g)], lr=lr)
     g1, g2 = 0.2, -0.7
     g[...] = g1
@@ -28,18 +30,42 @@ def test_adam_two_steps_closed_form():
     m = b1 * (1 - b1) * g1 + (1 - b1) * g2
     v = b2 * (1 - b2) * g1**2 + (1 - b2) * g2**2
     step2 = lr / (1 - b1**2) * m / (np.sqrt(v / (1 - b2**2)) + eps)
-    np.testing.assert_allclose(w, 0.3 - lr * g1 / (abs(g1) + eps) - step2, rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(w), 0.3 - lr * g1 / (abs(g1) + eps) - step2, rtol=1e-12)
 
 
-def test_keras_epsilon_damps_tiny_gradients():
+def test_keras_epsilon_damps_tiny_gradients(xp):
     """Keras adds eps = 1e-7 to the uncorrected sqrt(v): at step 1 the effective eps is 1e-7/sqrt(1e-3)."""
-    g = np.array([1e-6])
-    w_torch, w_keras = np.zeros(1), np.zeros(1)
+    g = xp.asarray([1e-6])
+    w_torch, w_keras = xp.zeros(1), xp.zeros(1)
     Adam([("w", w_torch, g)], lr=1.0, eps=1e-7).step()
     Adam([("w", w_keras, g)], lr=1.0, eps=1e-7, keras_epsilon=True).step()
+    w_torch, w_keras = to_numpy(w_torch), to_numpy(w_keras)
     np.testing.assert_allclose(-w_torch, 1e-6 / (1e-6 + 1e-7), rtol=1e-12)
     np.testing.assert_allclose(-w_keras, 1e-6 / (1e-6 + 1e-7 / np.sqrt(1e-3)), rtol=1e-12)
     assert -w_keras < 0.25 < 0.9 < -w_torch
+
+
+@needs_cupy
+@pytest.mark.parametrize("keras", [False, True])
+def test_fused_cupy_adam_equals_the_step_by_step_formula(keras):
+    """CuPy's one-kernel Adam against the twelve in-place operations, float32, over five steps."""
+    import cupy
+
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal((64, 33)).astype(np.float32)
+    ws, gs, opts = [], [], []
+    for fused in (True, False):
+        w, g = cupy.asarray(w0), cupy.zeros_like(cupy.asarray(w0))
+        ws.append(w)
+        gs.append(g)
+        opts.append(Adam([("w", w, g)], lr=1e-2, eps=1e-7, keras_epsilon=keras, fused=fused))
+    for _ in range(5):
+        grad = cupy.asarray(rng.standard_normal(w0.shape).astype(np.float32) * 10.0 ** rng.integers(-8, 2))
+        for g, opt in zip(gs, opts):
+            g[...] = grad
+            opt.step()
+    np.testing.assert_allclose(to_numpy(ws[0]), to_numpy(ws[1]), rtol=1e-5, atol=1e-7)
+    assert not np.allclose(to_numpy(ws[0]), w0)
 
 
 def test_sgd_momentum_closed_form():

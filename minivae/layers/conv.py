@@ -4,8 +4,9 @@ im2col turns every kH x kW window of the input into a column, so a convolution b
 
     y = W_mat @ cols        W_mat: (C_out, C_in*kH*kW),  cols: (C_in*kH*kW, N*H_out*W_out)
 
-The loops below run over the kH*kW kernel offsets (9 for a 3x3 kernel), never over pixels or over
-the batch: offset (i, j) reads the strided slice x[:, :, i : i + s*H_out : s, j : j + s*W_out : s].
+im2col reads every window at once through a strided view of x and copies it once; im2col_loop shows
+the same as a loop over the kH*kW kernel offsets (9 for a 3x3 kernel), never over pixels or over the
+batch: offset (i, j) reads the strided slice x[:, :, i : i + s*H_out : s, j : j + s*W_out : s].
 col2im is its adjoint: it adds each column entry back onto the pixel it came from, which is exactly
 the backward of im2col, and also the forward of a transposed convolution.
 """
@@ -36,7 +37,24 @@ def conv_transpose_output_size(size: int, kernel: int, stride: int, padding: int
 
 
 def im2col(x: Any, kh: int, kw: int, sh: int, sw: int) -> Any:
-    """x: (N, C, H, W), already padded -> cols: (C*kh*kw, N*Ho*Wo), rows ordered (c, i, j)."""
+    """x: (N, C, H, W), already padded -> cols: (C*kh*kw, N*Ho*Wo), rows ordered (c, i, j).
+
+    cols[c, i, j, n, r, q] = x[n, c, i + sh*r, j + sw*q]: every entry is a fixed number of bytes away
+    from x's first one, so the 6-D "window view" below reads x in place with strides (no copy), and a
+    single copy lays it out as the column matrix. (im2col_loop does the same with one slice per offset.)
+    """
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    s_n, s_c, s_h, s_w = x.strides  # bytes between neighbours along each axis of x
+    windows = xp.lib.stride_tricks.as_strided(
+        x, shape=(c, kh, kw, n, ho, wo), strides=(s_c, s_h, s_w, s_n, sh * s_h, sw * s_w)
+    )
+    return xp.ascontiguousarray(windows).reshape(c * kh * kw, n * ho * wo)
+
+
+def im2col_loop(x: Any, kh: int, kw: int, sh: int, sw: int) -> Any:
+    """im2col written as kh*kw slice copies: offset (i, j) copies x[:, :, i::sh, j::sw] (cropped)."""
     xp = get_array_module(x)
     n, c, h, w = x.shape
     ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
