@@ -22,6 +22,7 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -84,34 +85,47 @@ def gemm_rate(xp: Any, n: int = 2048, reps: int = 10) -> float:
 # ---------------------------------------------------------------------------------------- minivae
 
 
-def setup(arch: str, batch: int, xp: Any):
-    model = build_model(arch, LATENT[arch], seed=0).to(xp)
+def setup(arch: str, batch: int, xp: Any, dtype: str = "float32"):
+    model = build_model(arch, LATENT[arch], seed=0, dtype=dtype).to(xp)
     opt = Adam(model.named_parameters(), lr=1e-3)
     rng = np.random.default_rng(1)
-    x = xp.asarray(rng.random((batch, 1, 28, 28), dtype=np.float32))
-    eps = xp.asarray(rng.standard_normal((batch, LATENT[arch]), dtype=np.float32))
+    x = xp.asarray(rng.random((batch, 1, 28, 28)).astype(dtype))
+    eps = xp.asarray(rng.standard_normal((batch, LATENT[arch])).astype(dtype))
     return model, opt, x, eps
 
 
-def one_step_numbers(arch: str, batch: int, xp: Any) -> dict[str, np.ndarray]:
+def one_step_numbers(arch: str, batch: int, xp: Any, dtype: str = "float32") -> dict[str, np.ndarray]:
     """Loss and gradients of one step from the shared starting point (for the agreement check)."""
-    model, _, x, eps = setup(arch, batch, xp)
+    model, _, x, eps = setup(arch, batch, xp, dtype)
     logits, mu, logvar = model.forward(x, eps=eps)
     out = vae_loss(logits, x, mu, logvar)
     model.backward(out.dlogits, out.dmu, out.dlogvar)
     return {"loss": to_numpy(out.total), **{k: to_numpy(g) for k, _, g in model.named_parameters()}}
 
 
-def check_against_numpy(arch: str, batch: int, xp: Any, reference: dict[str, np.ndarray]) -> float:
-    got = one_step_numbers(arch, batch, xp)
-    worst = 0.0
-    for k, ref in reference.items():
+class WrongResult(Exception):
+    """A backend's loss or gradients disagree with NumPy's beyond float32 rounding."""
+
+
+def check_against_numpy(arch: str, batch: int, xp: Any) -> dict[str, float]:
+    """The backend's float32 loss and gradients against NumPy's float64 ones, beside NumPy's float32 error.
+
+    A gradient summed over N*H*W terms that nearly cancel carries a float32 rounding error that grows
+    with the batch, whichever library sums it; so the test is "no worse than NumPy's own float32
+    (times 10, plus 1e-6)", tensor by tensor, with the error relative to the tensor's largest entry.
+    """
+    exact = one_step_numbers(arch, batch, np, "float64")
+    ours, npy = one_step_numbers(arch, batch, xp), one_step_numbers(arch, batch, np)
+    worst = {"backend": 0.0, "numpy_float32": 0.0}
+    for k, ref in exact.items():
         scale = max(float(np.abs(ref).max()), 1e-30)
-        worst = max(worst, float(np.abs(got[k] - ref).max()) / scale)
-    if worst > 1e-4:
-        raise SystemExit(
-            f"{backend_name(xp)} disagrees with NumPy on {arch} batch {batch}: rel. error {worst:.2e}"
-        )
+        e_ours, e_np = (float(np.abs(a - ref).max()) / scale for a in (ours[k], npy[k]))
+        if e_ours > 10 * e_np + 1e-6:
+            raise WrongResult(
+                f"{backend_name(xp)} disagrees with NumPy on {arch} batch {batch}, {k}: relative error "
+                f"{e_ours:.2e} against float64, where NumPy's float32 has {e_np:.2e}"
+            )
+        worst = {"backend": max(worst["backend"], e_ours), "numpy_float32": max(worst["numpy_float32"], e_np)}
     return worst
 
 
@@ -128,27 +142,9 @@ def time_steps(step, xp: Any, warmup: int, steps: int) -> list[float]:
     return times
 
 
-def bench_minivae(
-    arch: str, batch: int, xp: Any, warmup: int, steps: int, before: bool = False
-) -> tuple[list[float], dict]:
+def bench_minivae(arch: str, batch: int, xp: Any, warmup: int, steps: int) -> tuple[list[float], dict]:
     """Step times, and for CuPy the memory pool's bytes in use after the warm-up and after the timed
-    steps: in steady state a step frees all it allocates, so the two must be equal (no growth).
-
-    before=True times the step as it was before the GPU work: Adam as twelve array operations per
-    parameter (no fused kernel) and im2col as nine slice copies (no strided window view).
-    """
-    if before:
-        import minivae.layers.conv as conv
-
-        saved, conv.im2col = conv.im2col, conv.im2col_loop
-        try:
-            model, opt, x, eps = setup(arch, batch, xp)
-            opt.fused = False
-            return time_steps(
-                lambda: train_step(model, opt, x, eps, 1.0, "elbo", check_finite=False), xp, warmup, steps
-            ), {}
-        finally:
-            conv.im2col = saved
+    steps: in steady state a step frees all it allocates, so the two must be equal (no growth)."""
     model, opt, x, eps = setup(arch, batch, xp)
 
     def step():
@@ -288,11 +284,6 @@ def main() -> int:
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--profile", action="store_true", help="time each layer instead")
     p.add_argument("--json", default=None, help="write the results here")
-    p.add_argument(
-        "--before",
-        action="store_true",
-        help="CuPy: also time the step without the fused Adam and strided im2col",
-    )
     args = p.parse_args()
 
     ok, why = cupy_available()
@@ -312,8 +303,12 @@ def main() -> int:
                         print(f"  {k:<34} {v:8.3f} ms  {100 * v / total:5.1f} %")
         return 0
 
+    import minivae
+
     info: dict[str, Any] = {"machine": platform.machine(), "processor": platform.processor(),
-                            "python": platform.python_version(), "numpy": np.__version__}  # fmt: skip
+                            "python": platform.python_version(), "numpy": np.__version__,
+                            "minivae_from": str(Path(minivae.__file__).parent)}  # fmt: skip
+    print(f"timing the minivae in {info['minivae_from']}", file=sys.stderr)
     try:
         import torch
 
@@ -333,9 +328,12 @@ def main() -> int:
         for arch in args.arch:
             flops = 3 * forward_flops_per_sample(build_model(arch, LATENT[arch]))
             for batch in args.batch:
-                agree = 0.0
-                if name != "numpy":
-                    agree = check_against_numpy(arch, batch, xp, one_step_numbers(arch, batch, np))
+                try:
+                    agree = check_against_numpy(arch, batch, xp) if name != "numpy" else {}
+                except WrongResult as e:  # no timing for a wrong result; the other rows still run
+                    print(f"  {arch} batch {batch} {name}: NOT TIMED: {e}", file=sys.stderr)
+                    results.append({"arch": arch, "batch": batch, "backend": name, "wrong_result": str(e)})
+                    continue
                 times, mem = bench_minivae(arch, batch, xp, args.warmup, args.steps)
                 med = statistics.median(times)
                 q = statistics.quantiles(times, n=4)
@@ -345,13 +343,6 @@ def main() -> int:
                     "gflop_per_step": flops * batch / 1e9, "gflops": flops * batch / med / 1e9,
                     "fraction_of_gemm": flops * batch / med / 1e9 / rate, "agreement_with_numpy": agree,
                 }  # fmt: skip
-                if args.before and name != "numpy":
-                    rec["before_ms_median"] = (
-                        statistics.median(
-                            bench_minivae(arch, batch, xp, args.warmup, args.steps, before=True)[0]
-                        )
-                        * 1e3
-                    )
                 if mem:
                     rec["memory"] = mem
                     rec["memory_growth_bytes"] = mem["pool_used_after_steps"] - mem["pool_used_after_warmup"]
@@ -375,17 +366,12 @@ def main() -> int:
 
 def speedups(results: list[dict[str, Any]]) -> list[str]:
     """CuPy against NumPy for each (arch, batch) timed on both, and the GPU memory check."""
-    by = {(r["arch"], r["batch"], r["backend"]): r for r in results}
+    by = {(r["arch"], r["batch"], r["backend"]): r for r in results if "wrong_result" not in r}
     lines = []
     for (arch, batch, backend), r in by.items():
         if backend == "cupy" and (arch, batch, "numpy") in by:
             x = by[(arch, batch, "numpy")]["ms_median"] / r["ms_median"]
             lines.append(f"{arch} batch {batch}: cupy is {x:.1f}x faster than numpy")
-        if "before_ms_median" in r:
-            lines.append(
-                f"{arch} batch {batch} {backend}: {r['before_ms_median']:.2f} ms/step without the fused Adam and "
-                f"strided im2col, {r['ms_median']:.2f} ms with them"
-            )
         if "memory_growth_bytes" in r:
             lines.append(
                 f"{arch} batch {batch} {backend}: memory pool in use grew by {r['memory_growth_bytes']} bytes "
@@ -408,6 +394,11 @@ def table(results: list[dict[str, Any]]) -> str:
             "minivae / PyTorch |")  # fmt: skip
     lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        if "wrong_result" in r:
+            lines.append(
+                f"| {r['arch']} | {r['batch']} | {r['backend']} | wrong result, not timed | | | | | | |"
+            )
+            continue
         tm = f"{r['torch_ms_median']:.2f}" if "torch_ms_median" in r else "-"
         ratio = f"{r['ratio_vs_torch']:.2f}x" if "ratio_vs_torch" in r else "-"
         lines.append(

@@ -85,7 +85,11 @@ def check_vae(
 
     logits, mu, logvar = model.forward(x, eps=eps)
     out = vae_loss(logits, x, mu, logvar, beta, form)
-    dx = model.backward(out.dlogits, out.dmu, out.dlogvar)
+    wanted, model.input_grad = model.input_grad, True  # this check wants dL/dx too
+    try:
+        dx = model.backward(out.dlogits, out.dmu, out.dlogvar)
+    finally:
+        model.input_grad = wanted
     rng = np.random.default_rng(seed)
     # x appears twice (encoder input and BCE target); backward gives the encoder-input part only,
     # so the input check holds the target fixed.

@@ -49,6 +49,21 @@ class VAE(Module):
         self.encoder, self.fc_mu, self.fc_logvar, self.decoder = encoder, fc_mu, fc_logvar, decoder
         self.latent = fc_mu.out_features
         self.reparam = Reparameterize()
+        self.input_grad = False
+
+    @property
+    def input_grad(self) -> bool:
+        """Whether backward returns dL/dx. False by default, as in PyTorch, where the images do not
+        require grad: the encoder's first layer then skips its input gradient (for the conv model a
+        product and an im2col over the whole batch) and backward returns None."""
+        return self._input_grad
+
+    @input_grad.setter
+    def input_grad(self, flag: bool) -> None:
+        self._input_grad = bool(flag)
+        first = self.encoder.first_trainable() if isinstance(self.encoder, Sequential) else self.encoder
+        if first is not None:
+            first.needs_input_grad = self._input_grad
 
     def children(self) -> Iterator[tuple[str, Module]]:
         yield from (("encoder", self.encoder), ("fc_mu", self.fc_mu), ("fc_logvar", self.fc_logvar))
@@ -99,7 +114,7 @@ class VAE(Module):
         return self.decode(z), mu, logvar
 
     def backward(self, dlogits: Any, dmu: Any, dlogvar: Any) -> Any:  # type: ignore[override]
-        """Back through decoder, reparameterization and both heads; returns dL/dx.
+        """Back through decoder, reparameterization and both heads; returns dL/dx (None unless input_grad).
 
         mu and logvar get gradient from two places: the loss's KL term (dmu, dlogvar given here) and,
         through z, the reconstruction term.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -54,6 +55,21 @@ def test_conv2d_matches_loop(c):
     np.testing.assert_allclose(dx, dx_ref, rtol=0, atol=TOL)
     np.testing.assert_allclose(layer.grads["weight"], dw_ref, rtol=0, atol=TOL)
     np.testing.assert_allclose(layer.grads["bias"], db_ref, rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("k,p,s", [(1, 1, 1), (3, 3, 1), (3, 4, 1), (2, 3, 1), (3, 4, 2)])
+def test_conv2d_padding_wider_than_the_kernel(k, p, s):
+    """padding >= kernel size (allowed by PyTorch): the stride-1 backward then crops dy instead of padding it."""
+    rng = np.random.default_rng(k * 10 + p)
+    layer = Conv2d(2, 3, k, stride=s, padding=p, rng=rng, dtype="float64")
+    x = rng.standard_normal((2, 2, 5, 4))
+    y = layer.forward(x)
+    w, b = layer.params["weight"], layer.params["bias"]
+    np.testing.assert_allclose(y, conv2d_loop(x, w, b, s, p), rtol=0, atol=TOL)
+    dy = rng.standard_normal(y.shape)
+    dx_ref, dw_ref, _ = conv2d_loop_backward(x, w, s, p, dy)
+    np.testing.assert_allclose(layer.backward(dy), dx_ref, rtol=0, atol=TOL)
+    np.testing.assert_allclose(layer.grads["weight"], dw_ref, rtol=0, atol=TOL)
 
 
 @settings(max_examples=60, deadline=None)

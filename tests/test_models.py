@@ -121,3 +121,28 @@ def test_wrong_input_is_a_clear_error():
 def test_unknown_arch():
     with pytest.raises(ValueError, match="unknown arch"):
         build_model("resnet", 5)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_input_gradient_only_when_asked(arch, xp):
+    """By default (as in PyTorch, images need no gradient) the first layer skips dL/dx and backward
+    returns None; every parameter gradient is the same as when dL/dx is computed."""
+    from minivae.backend import to_numpy
+    from minivae.losses import vae_loss
+
+    rng = np.random.default_rng(0)
+    x = xp.asarray(rng.random((4, 1, 28, 28)))
+    eps = xp.asarray(rng.standard_normal((4, 5)))
+    model = build_model(arch, 5, seed=0, dtype="float64").to(xp)
+    grads = []
+    for flag in (False, True):
+        model.input_grad = flag
+        logits, mu, logvar = model.forward(x, eps=eps)
+        out = vae_loss(logits, x, mu, logvar)
+        dx = model.backward(out.dlogits, out.dmu, out.dlogvar)
+        assert (dx is None) == (not flag)
+        grads.append({k: to_numpy(g).copy() for k, _, g in model.named_parameters()})
+    assert dx.shape == x.shape
+    for k in grads[0]:
+        np.testing.assert_array_equal(grads[0][k], grads[1][k], err_msg=k)
+    assert build_model(arch, 5).input_grad is False

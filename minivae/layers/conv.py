@@ -106,7 +106,8 @@ class Conv2d(_ConvBase):
 
     weight: (C_out, C_in, kH, kW); bias: (C_out,); H_out = floor((H + 2p - kH) / s) + 1.
     y[n, o] = b[o] + sum_{c,i,j} W[o, c, i, j] * x_pad[n, c, s*h + i, s*w + j]  (a cross-correlation).
-    Caches cols = im2col(x_pad). Backward:  dW = dy_mat @ cols.T;  dx = col2im(W_mat.T @ dy_mat).
+    Caches cols = im2col(x_pad). Backward:  dW = dy_mat @ cols.T;  dx = col2im(W_mat.T @ dy_mat), or for
+    stride 1 the same dx as a convolution of dy with the flipped kernel.
     """
 
     def __init__(
@@ -143,6 +144,17 @@ class Conv2d(_ConvBase):
         dy_mat = dy.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)  # (C_out, N*Ho*Wo)
         self.grads["weight"][...] = (dy_mat @ self.cols.T).reshape(self.params["weight"].shape)
         self._bias_grad(dy)
+        if not self.needs_input_grad:
+            return None
+        if (sh, sw) == (1, 1):
+            # stride 1: dx[n, c, h, w] = sum_{o,i,j} dy[n, o, h + p - i, w + p - j] W[o, c, i, j] is itself
+            # a convolution: of dy padded by k - 1 - p, with the kernel flipped in both axes and its
+            # channels swapped. One im2col and one product, instead of a product and kh*kw adds.
+            w_flip = self.params["weight"][:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C_in, C_out, kh, kw)
+            cols = im2col(pad2d(dy, (kw - 1 - pw, kw - 1 - pw, kh - 1 - ph, kh - 1 - ph)), kh, kw, 1, 1)
+            n, h, w = dy.shape[0], self.x_pad_shape[2] - 2 * ph, self.x_pad_shape[3] - 2 * pw  # x's shape
+            dx_mat = w_flip.reshape(self.in_channels, -1) @ cols  # (C_in, N*H*W)
+            return dx_mat.reshape(self.in_channels, n, h, w).transpose(1, 0, 2, 3)
         w_mat = self.params["weight"].reshape(self.out_channels, -1)
         dx_pad = col2im(w_mat.T @ dy_mat, self.x_pad_shape, kh, kw, sh, sw)
         return pad2d(dx_pad, (-pw, -pw, -ph, -ph))  # drop the padding's gradient

@@ -46,6 +46,8 @@ class Linear(Module):
         self.grads["weight"][...] = dy.T @ self.x  # (out, in)
         if "bias" in self.params:
             self.grads["bias"][...] = dy.sum(axis=0)  # (out,)
+        if not self.needs_input_grad:
+            return None
         return dy @ self.params["weight"]  # dx: (N, in)
 
     def extra_repr(self) -> str:

@@ -6,6 +6,9 @@ Every layer has
 - ``params`` / ``grads``: dicts of arrays, PyTorch's names and shapes.
 
 Gradients are written, not accumulated: each layer is used once per step, so there is no zero_grad.
+A layer whose ``needs_input_grad`` is False (a model's first layer: nothing before it learns, and the
+images need no gradient) fills ``grads`` but skips dL/dx and returns None, as PyTorch skips it for
+inputs that do not require grad; Sequential then stops there.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from minivae.backend import get_array_module, resolve_dtype
 
 class Module:
     """Base class: parameter bookkeeping shared by every layer and model."""
+
+    needs_input_grad = True  # False: backward may skip dL/dx and return None (see the module docstring)
 
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
@@ -115,7 +120,13 @@ class Sequential(Module):
     def backward(self, dy: Any) -> Any:
         for layer in reversed(self.layers):
             dy = layer.backward(dy)
+            if dy is None:  # a layer that needs no input gradient: the layers before it learn nothing
+                return None
         return dy
+
+    def first_trainable(self) -> Module | None:
+        """The first layer with parameters (the layers before it only move data around)."""
+        return next((layer for layer in self.layers if layer.params), None)
 
     def __repr__(self) -> str:
         inner = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))

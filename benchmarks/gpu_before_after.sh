@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The CuPy training step of an older minivae beside this one, on the same GPU in the same call
+# (about 3 minutes): which speed-ups paid, measured, not guessed.
+#   mkdir -p .before && git archive <commit> minivae | tar -x -C .before     # the older package
+#   MINIVAE_DATA=.gpu_data bash benchmarks/gpu_before_after.sh .before OUTDIR
+# Runs the CuPy tests of the layers, optimizer and models; times the step of the older package (CuPy)
+# and of this one (CuPy beside PyTorch CUDA), NumPy at conv batch 256 for the CuPy/NumPy ratio, a
+# per-layer profile, and one epoch of real training (the seed protocol on 9,600 images).
+set -uo pipefail
+BEFORE=${1:?usage: gpu_before_after.sh BEFORE_DIR OUTDIR}
+OUT=${2:?usage: gpu_before_after.sh BEFORE_DIR OUTDIR}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+{
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+  echo "== tests ($SECONDS s)"
+  XDIST=$(python -c "import xdist" 2>/dev/null && echo "-n 6")
+  PYTHONPATH=. timeout 90 python -m pytest -q -p no:cacheprovider $XDIST -k "cupy or backend" \
+    tests/test_optim.py tests/test_conv.py tests/test_layers.py tests/test_models.py tests/test_backend.py 2>&1 | tail -4
+  echo "== before: $BEFORE ($SECONDS s)"
+  PYTHONPATH=$BEFORE timeout 90 python benchmarks/bench_train_step.py --backend cupy --no-torch --json "$OUT/before.json" 2>&1
+  echo "== after ($SECONDS s)"
+  PYTHONPATH=. timeout 100 python benchmarks/bench_train_step.py --backend cupy --json "$OUT/after.json" 2>&1
+  echo "== numpy, conv batch 256 ($SECONDS s)"
+  PYTHONPATH=. timeout 60 python benchmarks/bench_train_step.py --backend numpy --arch conv --batch 256 --no-torch \
+    --json "$OUT/numpy_conv256.json" 2>&1 | tail -3
+  echo "== one epoch of the seed protocol on 9,600 images, CuPy ($SECONDS s)"
+  PYTHONPATH=. timeout 60 python -m minivae train --preset seed --train-limit 12000 --test-limit 1000 --epochs 1 \
+    --tsne-points 0 --backend cupy --quiet --out /tmp/one_epoch 2>&1 | tail -3
+  cp /tmp/one_epoch/history.csv "$OUT/one_epoch_history.csv"
+  echo "== profile ($SECONDS s)"
+  PYTHONPATH=. timeout 30 python benchmarks/bench_train_step.py --profile --backend cupy --arch conv --batch 32 256 \
+    --steps 5 2>&1
+  echo "== done ($SECONDS s)"
+} 2>&1 | tee "$OUT/all.log"
