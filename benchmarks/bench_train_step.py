@@ -110,12 +110,12 @@ class WrongResult(Exception):
 def check_against_numpy(arch: str, batch: int, xp: Any) -> dict[str, float]:
     """The backend's float32 loss and gradients against NumPy's float64 ones, beside NumPy's float32 error.
 
-    A gradient summed over N*H*W terms carries a float32 rounding error that grows with the batch,
-    whichever library sums it, and libraries sum in different orders: the first conv's weight gradient
-    at batch 256 is a 200,704-term sum, which cuBLAS gets to 9e-5 and OpenBLAS to 5e-7 of the exact
-    value (measured on an H200). So the test is "no worse than NumPy's own float32 times 10, plus
-    1e-4", tensor by tensor, the error relative to the tensor's largest entry. A wrong layer is off by
-    far more (a one-pixel shift or a missing term gives errors of order 1).
+    A weight gradient sums N*H*W products, and float32 rounding of that sum depends on the order the
+    library adds them in: at conv batch 256 (200,704 terms for the first conv, 50,176 for the 64->64
+    ones) cuBLAS got within 9e-5 and 1.6e-4 of the exact value, OpenBLAS within 6e-7 (measured on an
+    H200). So the test is "within 10x NumPy's own float32 error, or 1e-3", tensor by tensor, each
+    error relative to the tensor's largest entry. A wrong layer is off by far more (a one-pixel shift
+    or a missing term gives errors of order 1).
     """
     exact = one_step_numbers(arch, batch, np, "float64")
     ours, npy = one_step_numbers(arch, batch, xp), one_step_numbers(arch, batch, np)
@@ -123,7 +123,7 @@ def check_against_numpy(arch: str, batch: int, xp: Any) -> dict[str, float]:
     for k, ref in exact.items():
         scale = max(float(np.abs(ref).max()), 1e-30)
         e_ours, e_np = (float(np.abs(a - ref).max()) / scale for a in (ours[k], npy[k]))
-        if e_ours > 10 * e_np + 1e-4:
+        if e_ours > max(10 * e_np, 1e-3):
             raise WrongResult(
                 f"{backend_name(xp)} disagrees with NumPy on {arch} batch {batch}, {k}: relative error "
                 f"{e_ours:.2e} against float64, where NumPy's float32 has {e_np:.2e}"
