@@ -2,7 +2,7 @@
 # The CuPy training step of an older minivae beside this one, on the same GPU in the same call
 # (about 3 minutes): which speed-ups paid, measured, not guessed.
 #   mkdir -p .before && git archive <commit> minivae | tar -x -C .before     # the older package
-#   MINIVAE_DATA=.gpu_data bash benchmarks/gpu_before_after.sh .before OUTDIR
+#   MINIVAE_DATA=$PWD/.gpu_data bash benchmarks/gpu_before_after.sh .before OUTDIR
 # Runs the CuPy tests of the layers, optimizer and models; times the step of the older package (CuPy)
 # and of this one (CuPy beside PyTorch CUDA), NumPy at conv batch 256 for the CuPy/NumPy ratio, a
 # per-layer profile, and one epoch of real training (the seed protocol on 9,600 images).

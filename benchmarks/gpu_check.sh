@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The one script to run on a GPU machine with CuPy and PyTorch but no network:
 #   1. the training-step benchmark on NumPy and CuPy beside PyTorch CPU and CUDA (the GPU to itself),
-#      with the step as it was before the GPU work (--before) and the memory-growth check;
+#      with the memory-growth check (an older minivae beside this one: gpu_before_after.sh);
 #   2. a per-layer profile of the conv step on CuPy;
 #   3. the test suite (CuPy cases included) and, when TOTAL_SECONDS is given, the seed study's runs on
-#      the GPU (benchmarks/seed_study_gpu.py) until the whole script has used TOTAL_SECONDS.
-# Usage (from the repo root, MNIST's four IDX files copied into $MINIVAE_DATA/mnist/):
-#   MINIVAE_DATA=.gpu_data PYTHONPATH=. bash benchmarks/gpu_check.sh OUTDIR [TOTAL_SECONDS]
-# Without TOTAL_SECONDS it takes about 4 minutes. Logs and JSON go to OUTDIR; the seed study's runs to
+#      the GPU (benchmarks/seed_study_gpu.py $STUDY_ARGS) until the whole script has used TOTAL_SECONDS.
+#      Six runs in parallel take about 7 minutes on an H200. Latent 15's three seeds are done (README),
+#      so STUDY_ARGS defaults to the missing latent sizes, seed 0 of each first.
+# Usage (from the repo root, MNIST's four IDX files, raw or .gz, copied into $MINIVAE_DATA/mnist/):
+#   MINIVAE_DATA=$PWD/.gpu_data PYTHONPATH=. bash benchmarks/gpu_check.sh OUTDIR [TOTAL_SECONDS]
+# Without TOTAL_SECONDS it takes about 3 minutes. Logs and JSON go to OUTDIR; the seed study's runs to
 # runs/seed_study_gpu (and, without their checkpoints, OUTDIR/seed_study_gpu.tgz).
 set -uo pipefail
 OUT=${1:?usage: gpu_check.sh OUTDIR [TOTAL_SECONDS]}
@@ -25,7 +27,7 @@ export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 } > "$OUT/env.txt"
 cat "$OUT/env.txt"
 echo "== benchmark ($SECONDS s)"
-timeout 200 python benchmarks/bench_train_step.py --steps 20 --before --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+timeout 200 python benchmarks/bench_train_step.py --steps 20 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
 echo "== profile: cupy, conv ($SECONDS s)"
 timeout 40 python benchmarks/bench_train_step.py --profile --backend cupy --arch conv --batch 32 256 --steps 5 \
   2>&1 | tee "$OUT/profile.log"
@@ -36,7 +38,9 @@ TESTS=$!
 if [ "$TOTAL" -gt 0 ]; then
   LEFT=$((TOTAL - SECONDS - 45)) # the study stops its runs then; 45 s for stopping and packing
   echo "== seed study on the GPU for ${LEFT} s ($SECONDS s)"
-  python benchmarks/seed_study_gpu.py --out runs/seed_study_gpu --deadline "$LEFT" 2>&1 | tee "$OUT/seed_study.log"
+  # shellcheck disable=SC2086  # STUDY_ARGS is a list of flags
+  python benchmarks/seed_study_gpu.py --out runs/seed_study_gpu --deadline "$LEFT" ${STUDY_ARGS:---latents 5 10 20 --seed-major} \
+    2>&1 | tee "$OUT/seed_study.log"
   tar czf "$OUT/seed_study_gpu.tgz" --exclude='*.npz' -C runs seed_study_gpu
 fi
 wait $TESTS

@@ -28,8 +28,11 @@ from pathlib import Path
 VARIANTS = {"relu": "seed", "leaky": "seed-leaky"}  # run folder -> --preset
 
 
-def queue(latents: list[int], seeds: int) -> list[tuple[str, int, int]]:
-    """(variant, latent, seed) in priority order: all seeds of latents[0], then the rest seed by seed."""
+def queue(latents: list[int], seeds: int, seed_major: bool = False) -> list[tuple[str, int, int]]:
+    """(variant, latent, seed) in priority order: all seeds of latents[0], then the rest seed by seed
+    (seed_major: every latent size's seed 0 first, then seed 1, ...)."""
+    if seed_major:
+        return [(v, z, s) for s in range(seeds) for z in latents for v in VARIANTS]
     first = [(v, latents[0], s) for s in range(seeds) for v in VARIANTS]
     rest = [(v, z, s) for s in range(seeds) for z in latents[1:] for v in VARIANTS]
     return first + rest
@@ -43,13 +46,16 @@ def main() -> int:
     p.add_argument("--parallel", type=int, default=6, help="runs sharing the GPU at once")
     p.add_argument("--deadline", type=float, default=3600.0, help="seconds from now; then stop")
     p.add_argument("--backend", default="cupy")
+    p.add_argument(
+        "--seed-major", action="store_true", help="seed 0 of every latent size first, then seed 1, ..."
+    )
     p.add_argument("--extra", default="", help="more `minivae train` flags, e.g. for a quick try on the CPU")
     args = p.parse_args()
 
     out = Path(args.out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
-    todo = queue(args.latents, args.seeds)
+    todo = queue(args.latents, args.seeds, args.seed_major)
     running: dict[tuple[str, int, int], tuple[subprocess.Popen, float]] = {}
     status: dict[str, dict] = {}
     longest = 0.0

@@ -58,6 +58,15 @@ def test_lesson_docstrings_are_chapters():
         assert "What to look at" in text.split('"""')[1], name
 
 
+@pytest.mark.skipif(not CUPY_OK, reason="CuPy backend unavailable: the lessons' --backend cupy runs need a GPU")
+@pytest.mark.parametrize("name", LESSON_FILES)
+def test_lesson_runs_on_cupy(name, tmp_path):
+    """Every lesson's CuPy path, in smoke mode (on a machine with a GPU)."""
+    proc = run_lesson(name, tmp_path, "--backend", "cupy")
+    assert proc.returncode == 0, f"{name} --backend cupy failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert sorted(tmp_path.glob("*.png")), f"{name} wrote no figure"
+
+
 @pytest.mark.skipif(CUPY_OK, reason="a working CuPy is present, so --backend cupy succeeds here")
 @pytest.mark.parametrize("name", ["01_arrays_and_backends.py", "12_cpu_vs_gpu.py"])
 def test_backend_cupy_without_cupy_is_a_clear_error(name, tmp_path):
