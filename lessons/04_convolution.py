@@ -19,8 +19,10 @@ Copy every kH x kW window of the input into one column of a matrix:
     y    = W_mat @ cols:   (C_out, C_in kH kW) @ (C_in kH kW, N H_out W_out)
 
 and the convolution is a single matrix product, which BLAS (or cuBLAS) runs near the machine's peak.
-minivae's im2col loops over the kH kW kernel offsets only (9 for 3x3), copying a strided slice each time.
-The price is memory: each input pixel is copied up to kH kW times.
+Entry (c, i, j | n, h, w) of cols is x_pad[n, c, s h + i, s w + j]: a fixed number of bytes away from the
+first pixel for every index, so minivae builds cols as a strided "window view" of x_pad (no copy) and
+copies it once (minivae.layers.conv.im2col; im2col_loop writes the same as one strided slice copy per
+kernel offset, 9 for 3x3). The price is memory: each input pixel is copied up to kH kW times.
 
 Backward
 --------
@@ -30,7 +32,9 @@ y = W_mat @ cols is a Linear layer in disguise, so (lesson 2):
 
 and dx = col2im(dcols): each column entry is added back onto the pixel it was copied from. col2im is the
 adjoint (transpose) of im2col: <im2col(x), c> = <x, col2im(c)> for any x and c. Overlapping windows
-make a pixel receive gradient from every window that read it.
+make a pixel receive gradient from every window that read it. For stride 1 the same dx is itself a
+convolution, of dy padded by k - 1 - p with the kernel flipped in both axes and its channels swapped,
+which Conv2d uses: one im2col and one product instead of a product and kH kW strided adds.
 
 What to look at
 ---------------
