@@ -38,7 +38,8 @@ Adam update one by one.
 What it looked like on an H200 (README, Results): the conv step took 5.7 ms at batch 32 and 7.8 ms at 128,
 nearly flat, so launch-bound; NumPy on that machine's 16 cores took 67 and 292 ms. Cutting launches is
 what made it faster: one fused CuPy kernel for Adam's twelve operations per parameter (minivae/optim.py),
-one copy for im2col instead of nine, no gradient for the images took the step from 8.9 to 5.7 ms.
+one copy for im2col instead of nine, the stride-1 backward as one convolution and no gradient for the
+images took the step from 8.9 to 5.7 ms.
 
 Without CuPy (or a GPU) the lesson times NumPy only and says why CuPy was skipped; --backend cupy makes CuPy
 required.
