@@ -7,6 +7,8 @@
 #      the GPU (benchmarks/seed_study_gpu.py $STUDY_ARGS) until the whole script has used TOTAL_SECONDS.
 #      Six runs in parallel take about 7 minutes on an H200. Latent 15's three seeds are done (README),
 #      so STUDY_ARGS defaults to the missing latent sizes, seed 0 of each first.
+# Prepare (here, once): minivae data fetch && mkdir -p .gpu_data/mnist && for f in ~/.cache/minivae/mnist/*-ubyte;
+#   do gzip -c "$f" > .gpu_data/mnist/$(basename "$f").gz; done      # 12 MB to carry (.gpu_data is git-ignored)
 # Usage (from the repo root, MNIST's four IDX files, raw or .gz, copied into $MINIVAE_DATA/mnist/):
 #   MINIVAE_DATA=$PWD/.gpu_data PYTHONPATH=. bash benchmarks/gpu_check.sh OUTDIR [TOTAL_SECONDS]
 # Without TOTAL_SECONDS it takes about 3 minutes. Logs and JSON go to OUTDIR; the seed study's runs to
