@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from minivae.backend import backend_name, cupy_available, get_backend, synchronize, to_numpy
+from minivae.config import TrainConfig
 from minivae.layers import Conv2d, ConvTranspose2d, Linear, Module, Sequential
 from minivae.losses import vae_loss
 from minivae.models import build_model
-from minivae.optim import Adam
-from minivae.train import train_step
+from minivae.train import make_optimizer, train_step
 
 LATENT = {"mlp": 20, "conv": 15}
 
@@ -87,7 +87,7 @@ def gemm_rate(xp: Any, n: int = 2048, reps: int = 10) -> float:
 
 def setup(arch: str, batch: int, xp: Any, dtype: str = "float32"):
     model = build_model(arch, LATENT[arch], seed=0, dtype=dtype).to(xp)
-    opt = Adam(model.named_parameters(), lr=1e-3)
+    opt = make_optimizer(TrainConfig(lr=1e-3), model)  # Adam, as training builds it
     rng = np.random.default_rng(1)
     x = xp.asarray(rng.random((batch, 1, 28, 28)).astype(dtype))
     eps = xp.asarray(rng.standard_normal((batch, LATENT[arch])).astype(dtype))

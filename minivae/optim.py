@@ -18,16 +18,33 @@ class Optimizer:
 
     buffers: tuple[str, ...] = ()  # the state entries saved in checkpoints
 
-    def __init__(self, named_parameters: Iterable[tuple[str, Any, Any]], lr: float) -> None:
+    def __init__(
+        self, named_parameters: Iterable[tuple[str, Any, Any]], lr: float, flat: tuple[Any, Any] | None = None
+    ) -> None:
+        """flat: (params, grads) from model.flatten_parameters(): the update then runs once over the
+        whole model, and each parameter's state entries are views into flat state arrays."""
         if not lr > 0:
             raise ValueError(f"learning rate must be > 0, got {lr}")
         self.lr = lr
         self.named = list(named_parameters)
         self.state: dict[str, dict[str, Any]] = {name: {} for name, _, _ in self.named}
         self.t = 0
+        self.flat, self.flat_state = flat, {}
+        if flat is not None:
+            if sum(int(p.size) for _, p, _ in self.named) != flat[0].size:
+                raise ValueError("flat holds a different number of entries than the parameters given")
+            self.flat_state = {k: get_array_module(flat[0]).zeros_like(flat[0]) for k in self.buffers}
+            start = 0
+            for name, p, _ in self.named:
+                part = slice(start, start + p.size)
+                self.state[name] = {k: v[part].reshape(p.shape) for k, v in self.flat_state.items()}
+                start += p.size
 
     def step(self) -> None:
         self.t += 1
+        if self.flat is not None:  # the whole model as one vector: the same elementwise update
+            self._update(self.flat_state, *self.flat)
+            return
         for name, p, g in self.named:
             self._update(self.state[name], p, g)
 
@@ -47,11 +64,15 @@ class Optimizer:
         self.t = int(state["t"])
         for name, p, _ in self.named:
             xp = get_array_module(p)
-            self.state[name] = {
-                k[len(name) + 1 :]: xp.array(v, dtype=p.dtype)  # a copy: never share buffers
-                for k, v in state.items()
-                if k.startswith(name + ".") and k[len(name) + 1 :] in self.buffers
-            }
+            mine = self.state[name]
+            for k in self.buffers:
+                if f"{name}.{k}" not in state:
+                    continue
+                v = xp.asarray(state[f"{name}.{k}"], dtype=p.dtype)
+                if k in mine:
+                    mine[k][...] = v  # in place: the entry may be a view into the flat state
+                else:
+                    mine[k] = v.copy()  # a copy: never share buffers with the caller
 
 
 class SGD(Optimizer):
@@ -59,8 +80,8 @@ class SGD(Optimizer):
 
     buffers = ("momentum_buffer",)
 
-    def __init__(self, named_parameters, lr: float = 1e-2, momentum: float = 0.0) -> None:
-        super().__init__(named_parameters, lr)
+    def __init__(self, named_parameters, lr: float = 1e-2, momentum: float = 0.0, flat=None) -> None:
+        super().__init__(named_parameters, lr, flat)
         self.momentum = momentum
 
     def _update(self, state, p, g) -> None:
@@ -98,8 +119,9 @@ class Adam(Optimizer):
         eps: float = 1e-8,
         keras_epsilon: bool = False,
         fused: bool = True,
+        flat=None,
     ) -> None:
-        super().__init__(named_parameters, lr)
+        super().__init__(named_parameters, lr, flat)
         self.betas, self.eps, self.keras_epsilon = betas, eps, keras_epsilon
         self.fused = fused  # CuPy only: one fused kernel per parameter instead of twelve operations
 

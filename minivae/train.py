@@ -74,12 +74,14 @@ def make_model(cfg: TrainConfig, xp: ModuleType) -> VAE:
 
 
 def make_optimizer(cfg: TrainConfig, model: VAE) -> Optimizer:
+    """The run's optimizer, over the model's parameters laid end to end (one update for the whole model)."""
+    flat = model.flatten_parameters()
     params = model.named_parameters()
     if cfg.optimizer == "sgd":
-        return SGD(params, lr=cfg.lr, momentum=0.9)
+        return SGD(params, lr=cfg.lr, momentum=0.9, flat=flat)
     if cfg.optimizer == "adam-keras":
-        return Adam(params, lr=cfg.lr, eps=1e-7, keras_epsilon=True)
-    return Adam(params, lr=cfg.lr)
+        return Adam(params, lr=cfg.lr, eps=1e-7, keras_epsilon=True, flat=flat)
+    return Adam(params, lr=cfg.lr, flat=flat)
 
 
 def step_noise(seed: int, step: int, shape: tuple[int, ...], dtype: Any, xp: ModuleType) -> Any:
@@ -115,8 +117,11 @@ def grad_norm(model: VAE) -> float:
 
 
 def grads_finite(model: VAE) -> bool:
-    """True when no gradient entry is NaN or Inf. NaN/Inf propagates into a sum, so one sum per
-    parameter, added up on the device, and a single transfer to the host (one GPU sync, not 20)."""
+    """True when no gradient entry is NaN or Inf. NaN/Inf propagates into a sum, so: one sum (over the
+    flat gradient array when the model has one, else one per parameter added up on the device), and a
+    single transfer to the host (one GPU sync)."""
+    if model.flat is not None:
+        return math.isfinite(float(model.flat[1].sum(dtype="float64")))
     return math.isfinite(float(sum(g.sum(dtype="float64") for _, _, g in model.named_parameters())))
 
 

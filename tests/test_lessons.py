@@ -58,12 +58,16 @@ def test_lesson_docstrings_are_chapters():
         assert "What to look at" in text.split('"""')[1], name
 
 
-@pytest.mark.skipif(not CUPY_OK, reason="CuPy backend unavailable: the lessons' --backend cupy runs need a GPU")
+@pytest.mark.skipif(
+    not CUPY_OK, reason="CuPy backend unavailable: the lessons' --backend cupy runs need a GPU"
+)
 @pytest.mark.parametrize("name", LESSON_FILES)
 def test_lesson_runs_on_cupy(name, tmp_path):
     """Every lesson's CuPy path, in smoke mode (on a machine with a GPU)."""
     proc = run_lesson(name, tmp_path, "--backend", "cupy")
-    assert proc.returncode == 0, f"{name} --backend cupy failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"{name} --backend cupy failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     assert sorted(tmp_path.glob("*.png")), f"{name} wrote no figure"
 
 

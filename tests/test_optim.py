@@ -96,3 +96,75 @@ def test_updates_in_place_and_state_round_trip(xp):
 def test_bad_learning_rate():
     with pytest.raises(ValueError, match="learning rate"):
         Adam([], lr=0)
+
+
+def _three_steps(xp, flat: bool, kind: str):
+    """A small MLP VAE after three steps of the given optimizer, and the optimizer."""
+    from minivae.losses import vae_loss
+    from minivae.models import build_model
+
+    model = build_model("mlp", 3, hidden=16, seed=0, dtype="float64").to(xp)
+    flat_arrays = model.flatten_parameters() if flat else None
+    params = model.named_parameters()
+    opt = (
+        SGD(params, lr=0.05, momentum=0.9, flat=flat_arrays)
+        if kind == "sgd"
+        else Adam(params, lr=1e-2, eps=1e-7, keras_epsilon=kind == "adam-keras", flat=flat_arrays)
+    )
+    rng = np.random.default_rng(0)
+    x = xp.asarray(rng.random((5, 1, 28, 28)))
+    for t in range(3):
+        eps = xp.asarray(np.random.default_rng(t).standard_normal((5, 3)))
+        logits, mu, logvar = model.forward(x, eps=eps)
+        out = vae_loss(logits, x, mu, logvar)
+        model.backward(out.dlogits, out.dmu, out.dlogvar)
+        opt.step()
+    return model, opt
+
+
+@pytest.mark.parametrize("kind", ["adam", "adam-keras", "sgd"])
+def test_flat_update_equals_the_per_parameter_update(kind, xp):
+    """One update over the flattened model gives the same weights and state, bit for bit, as one update
+    per parameter (the update is elementwise), and the state saves under the same names."""
+    m_flat, o_flat = _three_steps(xp, True, kind)
+    m_each, o_each = _three_steps(xp, False, kind)
+    for k, v in m_each.state_dict().items():
+        np.testing.assert_array_equal(m_flat.state_dict()[k], v, err_msg=k)
+    s_flat, s_each = o_flat.state_dict(), o_each.state_dict()
+    assert sorted(s_flat) == sorted(s_each)
+    for k in s_each:
+        np.testing.assert_array_equal(s_flat[k], s_each[k], err_msg=k)
+    # the layers' parameters are views of the flat array: the optimizer's one update reached them
+    flat_p, flat_g = m_flat.flat
+    assert flat_p.size == m_flat.num_parameters()
+    np.testing.assert_array_equal(
+        to_numpy(flat_p[:5]), to_numpy(m_flat.encoder.layers[1].params["weight"]).ravel()[:5]
+    )
+
+
+def test_flat_state_round_trip_continues_identically(xp):
+    """A flat optimizer loaded from another's state_dict writes into its views and continues the same."""
+    model, opt = _three_steps(xp, True, "adam")
+    twin, twin_opt = _three_steps(xp, True, "adam")
+    twin_opt.load_state_dict(opt.state_dict())
+    assert twin_opt.flat_state["exp_avg"] is not opt.flat_state["exp_avg"]
+    np.testing.assert_array_equal(
+        to_numpy(twin_opt.flat_state["exp_avg"]), to_numpy(opt.flat_state["exp_avg"])
+    )
+
+
+def test_flatten_keeps_values_and_to_undoes_it():
+    from minivae.models import build_model
+
+    model = build_model("conv", 4, seed=0)
+    before = model.state_dict()
+    flat_p, flat_g = model.flatten_parameters()
+    assert flat_p.dtype == np.float32 and flat_g.shape == flat_p.shape
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+    model.fc_mu.params["weight"][0, 0] = 42.0  # a write through the layer's view lands in the flat array
+    assert 42.0 in flat_p
+    model.to(np, "float64")
+    assert model.flat is None and model.fc_mu.params["weight"].dtype == np.float64
+    with pytest.raises(ValueError, match="different number of entries"):
+        Adam(model.named_parameters(), flat=(flat_p[:10], flat_g[:10]))
