@@ -86,11 +86,13 @@ def gemm_rate(xp: Any, n: int = 2048, reps: int = 10) -> float:
 
 
 def setup(arch: str, batch: int, xp: Any, dtype: str = "float32"):
-    model = build_model(arch, LATENT[arch], seed=0, dtype=dtype).to(xp)
+    """Model, optimizer, batch and noise. Weights, images and noise are float32 numbers whatever the
+    dtype, so a float64 run computes exactly what the float32 runs approximate."""
+    model = build_model(arch, LATENT[arch], seed=0).to(xp, dtype)
     opt = make_optimizer(TrainConfig(lr=1e-3), model)  # Adam, as training builds it
     rng = np.random.default_rng(1)
-    x = xp.asarray(rng.random((batch, 1, 28, 28)).astype(dtype))
-    eps = xp.asarray(rng.standard_normal((batch, LATENT[arch])).astype(dtype))
+    x = xp.asarray(rng.random((batch, 1, 28, 28), dtype=np.float32).astype(dtype))
+    eps = xp.asarray(rng.standard_normal((batch, LATENT[arch]), dtype=np.float32).astype(dtype))
     return model, opt, x, eps
 
 
@@ -110,12 +112,13 @@ class WrongResult(Exception):
 def check_against_numpy(arch: str, batch: int, xp: Any) -> dict[str, float]:
     """The backend's float32 loss and gradients against NumPy's float64 ones, beside NumPy's float32 error.
 
-    A weight gradient sums N*H*W products, and float32 rounding of that sum depends on the order the
-    library adds them in: at conv batch 256 (200,704 terms for the first conv, 50,176 for the 64->64
-    ones) cuBLAS got within 9e-5 and 1.6e-4 of the exact value, OpenBLAS within 6e-7 (measured on an
-    H200). So the test is "within 10x NumPy's own float32 error, or 1e-3", tensor by tensor, each
-    error relative to the tensor's largest entry. A wrong layer is off by far more (a one-pixel shift
-    or a missing term gives errors of order 1).
+    The float64 run takes the same float32 weights, images and noise, so its result is what float32
+    arithmetic approximates. A weight gradient sums N*H*W products, and float32 rounding of that sum
+    depends on the order the library adds them in: at conv batch 256 (200,704 terms for the first conv,
+    50,176 for the 64->64 ones) CuPy's came within 9e-5 and 1.6e-4 of the exact value, NumPy's within
+    6e-7 (an H200). So the test is "within 10x NumPy's own float32 error, or 1e-3", tensor by tensor,
+    each error relative to the tensor's largest entry. A wrong layer is off by far more (a one-pixel
+    shift or a missing term gives errors of order 1).
     """
     exact = one_step_numbers(arch, batch, np, "float64")
     ours, npy = one_step_numbers(arch, batch, xp), one_step_numbers(arch, batch, np)
