@@ -39,9 +39,11 @@ What it looked like on an H200 (README, Results): the conv step took 5.7 ms at b
 nearly flat, so launch-bound; NumPy on that machine's 16 cores took 67 and 292 ms. Cutting launches is
 what made it faster: one fused CuPy kernel for Adam's twelve operations per parameter (minivae/optim.py),
 one copy for im2col instead of nine, the stride-1 backward as one convolution and no gradient for the
-images took the step from 8.9 to 5.7 ms. Since then training lays all parameters end to end
+images took the step from 8.9 to 5.7 ms. Since then training on a GPU lays all parameters end to end
 (Module.flatten_parameters, used by minivae.train.make_optimizer), so Adam is one kernel a step and the NaN
-check one sum: about 45 launches fewer, not yet timed on a GPU.
+check one sum: about 45 launches fewer, not yet timed on a GPU. On the CPU the same flattening is a few per
+cent slower (one big array falls out of cache between Adam's passes), so there the update stays per
+parameter: what pays on one machine can cost on the other, and only a measurement tells.
 
 Without CuPy (or a GPU) the lesson times NumPy only and says why CuPy was skipped; --backend cupy makes CuPy
 required.

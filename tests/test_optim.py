@@ -168,3 +168,15 @@ def test_flatten_keeps_values_and_to_undoes_it():
     assert model.flat is None and model.fc_mu.params["weight"].dtype == np.float64
     with pytest.raises(ValueError, match="different number of entries"):
         Adam(model.named_parameters(), flat=(flat_p[:10], flat_g[:10]))
+
+
+def test_training_flattens_on_the_gpu_only(xp):
+    """make_optimizer lays the parameters end to end on CuPy (fewer launches), not on NumPy (cache)."""
+    from minivae.config import TrainConfig
+    from minivae.models import build_model
+    from minivae.train import make_optimizer
+
+    model = build_model("mlp", 3, hidden=8).to(xp)
+    opt = make_optimizer(TrainConfig(), model)
+    assert (model.flat is not None) == (xp is not np)
+    assert (opt.flat is not None) == (xp is not np)
