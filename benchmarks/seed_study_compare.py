@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from minivae.evaluate import seed_reference
+from minivae.evaluate import seed_reference, seed_training_log
+from minivae.losses import effective_beta
 
 LABELS = {
     "relu": "ReLU bottleneck (as the seed built it)",
@@ -25,17 +26,30 @@ LABELS = {
 }
 
 
-def load(variant_dir: Path, latent: int) -> dict[str, np.ndarray] | None:
-    runs = sorted(variant_dir.glob(f"z{latent}_s*/metrics.json"))
+def find_runs(studies: list[Path], variant: str, latent: int) -> list[Path]:
+    """metrics.json of every finished run of this variant and latent size, first study first."""
+    seen: dict[str, Path] = {}
+    for study in studies:
+        for m in sorted((study / variant).glob(f"z{latent}_s*/metrics.json")):
+            seen.setdefault(m.parent.name, m)
+    return list(seen.values())
+
+
+def load(studies: list[Path], variant: str, latent: int) -> dict[str, np.ndarray] | None:
+    runs = find_runs(studies, variant, latent)
     if not runs:
         return None
-    out: dict[str, list] = {
-        "psnr_sampled": [],
-        "psnr_mean": [],
-        "best_val_loss": [],
-        "alive": [],
-        "neg_elbo": [],
-    }
+    keys = (
+        "psnr_sampled",
+        "psnr_mean",
+        "best_val_loss",
+        "alive",
+        "neg_elbo",
+        "rate",
+        "distortion",
+        "eff_beta",
+    )
+    out: dict[str, list] = {k: [] for k in keys}
     for m in runs:
         rows = list(csv.DictReader((m.parent / "per_digit.csv").open()))
         out["psnr_sampled"].append([float(r["psnr_sampled"]) for r in rows])
@@ -44,14 +58,46 @@ def load(variant_dir: Path, latent: int) -> dict[str, np.ndarray] | None:
         out["best_val_loss"].append(metrics["best_val_loss"])
         out["alive"].append(metrics["alive_encoder_units"])
         out["neg_elbo"].append(metrics["neg_elbo"])
+        out["rate"].append(metrics["rate_nats"])
+        out["distortion"].append(metrics["distortion_nats"])
+        cfg = json.loads((m.parent / "config.json").read_text())
+        out["eff_beta"].append(effective_beta(cfg["loss"], cfg["beta"], cfg["latent"]))
     return {k: np.array(v, dtype=float) for k, v in out.items()}
+
+
+def summary(studies: list[Path]) -> list[str]:
+    """One row per (variant, latent size): PSNR (sampled z) digit mean ± sd beside the seed's, the digits
+    where the mean over seeds beats the seed, validation loss beside the seed's, rate, distortion."""
+    lines = [
+        "| variant | latent | seeds | effective β | PSNR, digit mean (dB) | seed's | digits above the seed's | "
+        "best val loss | seed's | rate R | distortion D | −ELBO |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for variant in LABELS:
+        for latent in (5, 10, 15, 20):
+            data = load(studies, variant, latent)
+            if data is None:
+                continue
+            n, seed = len(data["neg_elbo"]), np.array(seed_reference(latent))
+            seed_val = min(r["val_loss"] for r in seed_training_log(latent))
+            per_run = data["psnr_sampled"].mean(1)  # digit mean of each run
+            sd = f" ± {per_run.std(ddof=1):.2f}" if n > 1 else ""
+            beaten = int((data["psnr_sampled"].mean(0) > seed).sum())
+            lines.append(
+                f"| {LABELS[variant].split(' (')[0]} | {latent} | {n} | {data['eff_beta'][0]:.3f} | "
+                f"{per_run.mean():.2f}{sd} | {seed.mean():.2f} | {beaten} of 10 | "
+                f"{data['best_val_loss'].mean():.4f} | {seed_val:.4f} | {data['rate'].mean():.1f} | "
+                f"{data['distortion'].mean():.1f} | {data['neg_elbo'].mean():.1f} |"
+            )
+    return lines
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("study", type=Path)
+    p.add_argument("studies", type=Path, nargs="+")
     p.add_argument("--latent", type=int, default=15)
     p.add_argument("--figure", type=Path, default=None)
+    p.add_argument("--summary", action="store_true", help="also one row per variant and latent size")
     args = p.parse_args()
 
     seed = np.array(seed_reference(args.latent))
@@ -65,8 +111,8 @@ def main() -> int:
         + f" | {seed.mean():.2f} | | | |",
     ]
     bars = {"seed study (published)": (list(seed), None)}
-    for variant in [v for v in LABELS if (args.study / v).is_dir()]:
-        data = load(args.study / variant, args.latent)
+    for variant in LABELS:
+        data = load(args.studies, variant, args.latent)
         if data is None:
             continue
         n = len(data["best_val_loss"])
@@ -91,6 +137,8 @@ def main() -> int:
                     file=sys.stderr,
                 )
     print("\n".join(table))
+    if args.summary:
+        print("\n" + "\n".join(summary(args.studies)))
     if args.figure:
         from minivae.figures import per_digit_bars
 

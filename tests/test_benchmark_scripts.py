@@ -28,19 +28,21 @@ def fake_run(d: Path, psnr: list[float], alive: int) -> None:
     rows = ["digit,count,mse_sampled,psnr_sampled,mse_mean,psnr_mean"]
     rows += [f"{i},100,0.01,{p},0.01,{p + 0.1}" for i, p in enumerate(psnr)]
     (d / "per_digit.csv").write_text("\n".join(rows) + "\n")
-    (d / "metrics.json").write_text(
-        json.dumps({"best_val_loss": 0.09, "alive_encoder_units": alive, "neg_elbo": 120.0})
-    )
+    metrics = {"best_val_loss": 0.09, "alive_encoder_units": alive, "neg_elbo": 120.0, "rate_nats": 50.0,
+               "distortion_nats": 70.0}  # fmt: skip
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    (d / "config.json").write_text(json.dumps({"loss": "seed", "beta": 0.0005, "latent": 15}))
 
 
 def test_compare_table_and_verdicts(tmp_path):
     """Two seeds of a variant 0.5 and 1.5 dB above the seed on every digit, one of another 1 dB below."""
     fake_run(tmp_path / "leaky" / "z15_s0", [p + 0.5 for p in SEED_Z15], 20)
     fake_run(tmp_path / "leaky" / "z15_s1", [p + 1.5 for p in SEED_Z15], 24)
-    fake_run(tmp_path / "relu" / "z15_s0", [p - 1.0 for p in SEED_Z15], 8)
+    fake_run(tmp_path / "other" / "relu" / "z15_s0", [p - 1.0 for p in SEED_Z15], 8)  # a second study folder
     fig = tmp_path / "cmp.png"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "seed_study_compare.py"), str(tmp_path), "--figure", str(fig)],
+        [sys.executable, str(ROOT / "benchmarks" / "seed_study_compare.py"), str(tmp_path), str(tmp_path / "other"),
+         "--figure", str(fig), "--summary"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "leaky: beats the seed on 10 of 10 digits over the mean of 2 seeds" in proc.stderr
@@ -51,3 +53,5 @@ def test_compare_table_and_verdicts(tmp_path):
     )
     assert "| 2 | 21.36 ± 0.71 |" in leaky and "22.0 of 32" in leaky
     assert fig.stat().st_size > 1000
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| LeakyReLU bottleneck | 15 |"))
+    assert "| 2 | 0.052 | 21.76 ± 0.71 | 20.77 | 10 of 10 |" in row
