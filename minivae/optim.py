@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from minivae.backend import get_array_module, to_numpy
+from minivae.layers.module import flat_views
 
 
 class Optimizer:
@@ -31,14 +32,11 @@ class Optimizer:
         self.t = 0
         self.flat, self.flat_state = flat, {}
         if flat is not None:
-            if sum(int(p.size) for _, p, _ in self.named) != flat[0].size:
-                raise ValueError("flat holds a different number of entries than the parameters given")
             self.flat_state = {k: get_array_module(flat[0]).zeros_like(flat[0]) for k in self.buffers}
-            start = 0
-            for name, p, _ in self.named:
-                part = slice(start, start + p.size)
-                self.state[name] = {k: v[part].reshape(p.shape) for k, v in self.flat_state.items()}
-                start += p.size
+            shapes = [p.shape for _, p, _ in self.named]
+            views = {k: flat_views(v, shapes) for k, v in self.flat_state.items()}
+            for i, (name, _, _) in enumerate(self.named):
+                self.state[name] = {k: views[k][i] for k in views}
 
     def step(self) -> None:
         self.t += 1

@@ -124,9 +124,11 @@ def grads_finite(model: VAE) -> bool:
     """True when no gradient entry is NaN or Inf. NaN/Inf propagates into a sum, so: one sum (over the
     flat gradient array when the model has one, else one per parameter added up on the device), and a
     single transfer to the host (one GPU sync)."""
-    if model.flat is not None:
-        return math.isfinite(float(model.flat[1].sum(dtype="float64")))
-    return math.isfinite(float(sum(g.sum(dtype="float64") for _, _, g in model.named_parameters())))
+    grads = [model.flat[1]] if model.flat is not None else [g for _, _, g in model.named_parameters()]
+    total = grads[0].sum(dtype="float64")
+    for g in grads[1:]:
+        total = total + g.sum(dtype="float64")
+    return math.isfinite(float(total))
 
 
 def first_nonfinite(model: VAE, x: Any, eps: Any) -> str:

@@ -22,6 +22,17 @@ import numpy as np
 from minivae.backend import get_array_module, resolve_dtype
 
 
+def flat_views(flat: Any, shapes: list[tuple[int, ...]]) -> list[Any]:
+    """Consecutive pieces of the 1-D array flat, reshaped to the given shapes (views, no copies)."""
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    if sum(sizes) != flat.size:
+        raise ValueError(
+            f"the flat array holds a different number of entries ({flat.size}) than the shapes ({sum(sizes)})"
+        )
+    starts = np.cumsum([0, *sizes])
+    return [flat[a:b].reshape(shape) for a, b, shape in zip(starts[:-1], starts[1:], shapes)]
+
+
 class Module:
     """Base class: parameter bookkeeping shared by every layer and model."""
 
@@ -80,12 +91,10 @@ class Module:
             )
         total = sum(int(p.size) for p in params)
         flat_p, flat_g = xp.empty(total, dtype=dtype), xp.zeros(total, dtype=dtype)
-        start = 0
-        for (m, k), p in zip(slots, params):
-            part = slice(start, start + p.size)
-            flat_p[part] = p.reshape(-1)
-            m.params[k], m.grads[k] = flat_p[part].reshape(p.shape), flat_g[part].reshape(p.shape)
-            start += p.size
+        shapes = [p.shape for p in params]
+        for (m, k), p, pv, gv in zip(slots, params, flat_views(flat_p, shapes), flat_views(flat_g, shapes)):
+            pv[...] = p
+            m.params[k], m.grads[k] = pv, gv
         self.flat = (flat_p, flat_g)
         return self.flat
 
