@@ -109,7 +109,7 @@ class WrongResult(Exception):
     """A backend's loss or gradients disagree with NumPy's beyond float32 rounding."""
 
 
-def check_against_numpy(arch: str, batch: int, xp: Any) -> dict[str, float]:
+def check_against_numpy(arch: str, batch: int, xp: Any) -> dict[str, Any]:
     """The backend's float32 loss and gradients against NumPy's float64 ones, beside NumPy's float32 error.
 
     The float64 run takes the same float32 weights, images and noise, so its result is what float32
@@ -119,20 +119,29 @@ def check_against_numpy(arch: str, batch: int, xp: Any) -> dict[str, float]:
     6e-7 (an H200). So the test is "within 10x NumPy's own float32 error, or 1e-3", tensor by tensor,
     each error relative to the tensor's largest entry. A wrong layer is off by far more (a one-pixel
     shift or a missing term gives errors of order 1).
+
+    Returns the largest errors, the tensor with the backend's largest, and every tensor's pair
+    [backend, NumPy float32], so the JSON shows where a backend's rounding differs from NumPy's.
     """
     exact = one_step_numbers(arch, batch, np, "float64")
     ours, npy = one_step_numbers(arch, batch, xp), one_step_numbers(arch, batch, np)
-    worst = {"backend": 0.0, "numpy_float32": 0.0}
+    per_tensor: dict[str, list[float]] = {}
     for k, ref in exact.items():
         scale = max(float(np.abs(ref).max()), 1e-30)
         e_ours, e_np = (float(np.abs(a - ref).max()) / scale for a in (ours[k], npy[k]))
+        per_tensor[k] = [e_ours, e_np]
         if e_ours > max(10 * e_np, 1e-3):
             raise WrongResult(
                 f"{backend_name(xp)} disagrees with NumPy on {arch} batch {batch}, {k}: relative error "
                 f"{e_ours:.2e} against float64, where NumPy's float32 has {e_np:.2e}"
             )
-        worst = {"backend": max(worst["backend"], e_ours), "numpy_float32": max(worst["numpy_float32"], e_np)}
-    return worst
+    worst_tensor = max(per_tensor, key=lambda k: per_tensor[k][0])
+    return {
+        "backend": per_tensor[worst_tensor][0],
+        "numpy_float32": max(e for _, e in per_tensor.values()),
+        "worst_tensor": worst_tensor,
+        "per_tensor": per_tensor,
+    }
 
 
 def time_steps(step, xp: Any, warmup: int, steps: int) -> list[float]:
@@ -392,6 +401,9 @@ def _row(r: dict[str, Any]) -> str:
         if "torch_ms_median" in r
         else ""
     )
+    a = r.get("agreement_with_numpy") or {}
+    if a:  # the backend's worst relative error against float64 beside NumPy's float32 one
+        t += f"; worst error {a['backend']:.1e} ({a['worst_tensor']}), NumPy float32 {a['numpy_float32']:.1e}"
     return f"  {r['arch']:>4} batch {r['batch']:>3} {r['backend']}: {r['ms_median']:.2f} ms/step{t}"
 
 

@@ -55,3 +55,31 @@ def test_compare_table_and_verdicts(tmp_path):
     assert fig.stat().st_size > 1000
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| LeakyReLU bottleneck | 15 |"))
     assert "| 2 | 0.052 | 21.76 ± 0.71 | 20.77 | 10 of 10 |" in row
+
+
+def test_agreement_check_reports_each_tensor_and_names_a_wrong_one(monkeypatch):
+    """NumPy against itself agrees tensor by tensor; a backend with one gradient off is refused by name."""
+    import numpy as np
+
+    import bench_train_step as bench
+
+    agree = bench.check_against_numpy("mlp", 4, np)
+    assert agree["backend"] == agree["per_tensor"][agree["worst_tensor"]][0] < 1e-5
+    assert set(agree["per_tensor"]) >= {"loss", "decoder.0.weight"}
+
+    fake_xp, real = object(), bench.one_step_numbers
+
+    def off_by_a_pixel(arch, batch, xp, dtype="float32"):
+        out = real(arch, batch, np if xp is fake_xp else xp, dtype)
+        if xp is fake_xp:
+            out["decoder.0.weight"] = np.roll(out["decoder.0.weight"], 1, axis=1)
+        return out
+
+    monkeypatch.setattr(bench, "one_step_numbers", off_by_a_pixel)
+    monkeypatch.setattr(bench, "backend_name", lambda xp: "fakebackend")
+    try:
+        bench.check_against_numpy("mlp", 4, fake_xp)
+    except bench.WrongResult as e:
+        assert "fakebackend disagrees with NumPy on mlp batch 4, decoder.0.weight" in str(e)
+    else:
+        raise AssertionError("a shifted gradient passed the agreement check")
