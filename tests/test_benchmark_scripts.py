@@ -59,9 +59,8 @@ def test_compare_table_and_verdicts(tmp_path):
 
 def test_agreement_check_reports_each_tensor_and_names_a_wrong_one(monkeypatch):
     """NumPy against itself agrees tensor by tensor; a backend with one gradient off is refused by name."""
-    import numpy as np
-
     import bench_train_step as bench
+    import numpy as np
 
     agree = bench.check_against_numpy("mlp", 4, np)
     assert agree["backend"] == agree["per_tensor"][agree["worst_tensor"]][0] < 1e-5
