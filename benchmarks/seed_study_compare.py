@@ -67,11 +67,12 @@ def load(studies: list[Path], variant: str, latent: int) -> dict[str, np.ndarray
 
 def summary(studies: list[Path]) -> list[str]:
     """One row per (variant, latent size): PSNR (sampled z) digit mean ± sd beside the seed's, the digits
-    where the mean over seeds beats the seed, validation loss beside the seed's, rate, distortion."""
+    where the mean over seeds beats the seed, validation loss beside the seed's, rate, distortion, and each
+    run's live bottleneck units (those positive for at least one test image)."""
     lines = [
         "| variant | latent | seeds | effective β | PSNR, digit mean (dB) | seed's | digits above the seed's | "
-        "best val loss | seed's | rate R | distortion D | −ELBO |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "best val loss | seed's | rate R | distortion D | −ELBO | live bottleneck units, each run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for variant in LABELS:
         for latent in (5, 10, 15, 20):
@@ -87,7 +88,8 @@ def summary(studies: list[Path]) -> list[str]:
                 f"| {LABELS[variant].split(' (')[0]} | {latent} | {n} | {data['eff_beta'][0]:.3f} | "
                 f"{per_run.mean():.2f}{sd} | {seed.mean():.2f} | {beaten} of 10 | "
                 f"{data['best_val_loss'].mean():.4f} | {seed_val:.4f} | {data['rate'].mean():.1f} | "
-                f"{data['distortion'].mean():.1f} | {data['neg_elbo'].mean():.1f} |"
+                f"{data['distortion'].mean():.1f} | {data['neg_elbo'].mean():.1f} | "
+                f"{', '.join(str(int(a)) for a in data['alive'])} of 32 |"
             )
     return lines
 

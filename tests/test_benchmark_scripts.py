@@ -55,6 +55,7 @@ def test_compare_table_and_verdicts(tmp_path):
     assert fig.stat().st_size > 1000
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| LeakyReLU bottleneck | 15 |"))
     assert "| 2 | 0.052 | 21.76 ± 0.71 | 20.77 | 10 of 10 |" in row
+    assert row.endswith("| 20, 24 of 32 |")
 
 
 def test_agreement_check_reports_each_tensor_and_names_a_wrong_one(monkeypatch):
