@@ -6,7 +6,8 @@
 #   3. the test suite (CuPy cases included) and, when TOTAL_SECONDS is given, the seed study's runs on
 #      the GPU (benchmarks/seed_study_gpu.py $STUDY_ARGS) until the whole script has used TOTAL_SECONDS.
 #      Six runs in parallel take about 7 minutes on an H200. Latent 15's three seeds are done (README),
-#      so STUDY_ARGS defaults to the missing latent sizes, seed 0 of each first.
+#      so STUDY_ARGS defaults to the missing latent sizes, seed 0 of each first; add
+#      --skip relu/z5_s0 ... for runs already trained elsewhere (the README lists which).
 # Prepare (here, once): minivae data fetch && mkdir -p .gpu_data/mnist && for f in ~/.cache/minivae/mnist/*-ubyte;
 #   do gzip -c "$f" > .gpu_data/mnist/$(basename "$f").gz; done      # 12 MB to carry (.gpu_data is git-ignored)
 # Usage (from the repo root, MNIST's four IDX files, raw or .gz, copied into $MINIVAE_DATA/mnist/):

@@ -28,14 +28,18 @@ from pathlib import Path
 VARIANTS = {"relu": "seed", "leaky": "seed-leaky"}  # run folder -> --preset
 
 
-def queue(latents: list[int], seeds: int, seed_major: bool = False) -> list[tuple[str, int, int]]:
+def queue(
+    latents: list[int], seeds: int, seed_major: bool = False, skip: tuple[str, ...] = ()
+) -> list[tuple[str, int, int]]:
     """(variant, latent, seed) in priority order: all seeds of latents[0], then the rest seed by seed
-    (seed_major: every latent size's seed 0 first, then seed 1, ...)."""
+    (seed_major: every latent size's seed 0 first, then seed 1, ...); runs named in skip
+    ("relu/z5_s0", finished elsewhere) left out."""
     if seed_major:
-        return [(v, z, s) for s in range(seeds) for z in latents for v in VARIANTS]
-    first = [(v, latents[0], s) for s in range(seeds) for v in VARIANTS]
-    rest = [(v, z, s) for s in range(seeds) for z in latents[1:] for v in VARIANTS]
-    return first + rest
+        runs = [(v, z, s) for s in range(seeds) for z in latents for v in VARIANTS]
+    else:
+        runs = [(v, latents[0], s) for s in range(seeds) for v in VARIANTS]
+        runs += [(v, z, s) for s in range(seeds) for z in latents[1:] for v in VARIANTS]
+    return [r for r in runs if f"{r[0]}/z{r[1]}_s{r[2]}" not in skip]
 
 
 def main() -> int:
@@ -49,13 +53,20 @@ def main() -> int:
     p.add_argument(
         "--seed-major", action="store_true", help="seed 0 of every latent size first, then seed 1, ..."
     )
+    p.add_argument(
+        "--skip",
+        nargs="+",
+        default=[],
+        metavar="VARIANT/zZ_sS",
+        help="runs finished elsewhere (e.g. relu/z5_s0 trained on a CPU): not queued",
+    )
     p.add_argument("--extra", default="", help="more `minivae train` flags, e.g. for a quick try on the CPU")
     args = p.parse_args()
 
     out = Path(args.out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
-    todo = queue(args.latents, args.seeds, args.seed_major)
+    todo = queue(args.latents, args.seeds, args.seed_major, tuple(args.skip))
     running: dict[tuple[str, int, int], tuple[subprocess.Popen, float]] = {}
     status: dict[str, dict] = {}
     longest = 0.0

@@ -21,6 +21,15 @@ def test_queue_puts_the_first_latent_size_first_or_each_seed_first():
     assert len(q) == len(set(q)) == 8
     q = queue([5, 10], 2, seed_major=True)
     assert [s for _, _, s in q] == [0, 0, 0, 0, 1, 1, 1, 1]
+    q = queue([5, 10], 2, seed_major=True, skip=("relu/z5_s0", "leaky/z10_s1"))
+    assert q == [
+        ("leaky", 5, 0),
+        ("relu", 10, 0),
+        ("leaky", 10, 0),
+        ("relu", 5, 1),
+        ("leaky", 5, 1),
+        ("relu", 10, 1),
+    ]
 
 
 def fake_run(d: Path, psnr: list[float], alive: int) -> None:
