@@ -133,7 +133,7 @@ def main() -> int:
                 bars[f"minivae, {short} (mean ± sd, {n} seeds)"] = (list(m), list(sd))
                 worst = (a - seed).min()
                 print(
-                    f"{variant}: beats the seed on {int((m > seed).sum())} of 10 digits over the mean of {n} seeds "
+                    f"{variant}: beats the seed on {int((m > seed).sum())} of 10 digits over {f'the mean of {n} seeds' if n > 1 else 'its one seed'} "
                     f"(smallest margin {(m - seed).min():+.2f} dB, mean {(m - seed).mean():+.2f} dB); "
                     f"worst single run and digit {worst:+.2f} dB",
                     file=sys.stderr,
