@@ -5,7 +5,8 @@
 # variant with a LeakyReLU bottleneck whose units cannot die. Each is `minivae sweep --preset ...`:
 # conv model, 48,000 / 12,000 split, batch 32, 15 epochs, Adam 1e-3, early stopping patience 5.
 # Runs already finished are skipped and interrupted ones resumed, so the script can be rerun to add
-# seeds. On a 2-core CPU one run takes about 45 minutes; on a GPU use --backend cupy via EXTRA.
+# seeds. On a 2-core CPU one run takes about 50 minutes (the two sweeps side by side, one BLAS thread
+# each); on a GPU use --backend cupy via EXTRA.
 set -euo pipefail
 SEEDS=${1:-3}
 shift || true
