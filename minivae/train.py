@@ -25,7 +25,7 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -120,15 +120,15 @@ def grad_norm(model: VAE) -> float:
     return math.sqrt(sum(float((g.astype("float64") ** 2).sum()) for _, _, g in model.named_parameters()))
 
 
-def grads_finite(model: VAE) -> bool:
-    """True when no gradient entry is NaN or Inf. NaN/Inf propagates into a sum, so: one sum (over the
-    flat gradient array when the model has one, else one per parameter added up on the device), and a
-    single transfer to the host (one GPU sync)."""
+def grad_sum(model: VAE) -> Any:
+    """The sum of every gradient entry, in float64, left on the device (a 0-d array). NaN/Inf propagates
+    into a sum, so this one number says whether any gradient is non-finite: one sum over the flat
+    gradient array when the model has one, else one per parameter added up on the device."""
     grads = [model.flat[1]] if model.flat is not None else [g for _, _, g in model.named_parameters()]
     total = grads[0].sum(dtype="float64")
     for g in grads[1:]:
         total = total + g.sum(dtype="float64")
-    return math.isfinite(float(total))
+    return total
 
 
 def first_nonfinite(model: VAE, x: Any, eps: Any) -> str:
@@ -167,13 +167,20 @@ def train_step(
     """One step: forward, loss, backward, (clip), update. Returns (loss, applied).
 
     capacity: the target C of the capacity objective, recon + beta |KL - C| (None: the plain beta-VAE loss).
-    With check_finite, a NaN/Inf loss or gradient leaves the weights untouched and returns applied=False.
+    With check_finite, a NaN/Inf loss or gradient leaves the weights untouched and returns applied=False;
+    the loss's total, recon and kl then come back as host floats, fetched together with the gradient
+    sum in one transfer (on a GPU, one sync per step instead of one per number).
     """
     logits, mu, logvar = model.forward(x, eps=eps)  # (N,1,28,28), (N,latent), (N,latent)
     out = vae_loss(logits, x, mu, logvar, beta, form, capacity)
     model.backward(out.dlogits, out.dmu, out.dlogvar)
-    if check_finite and not (math.isfinite(float(out.total)) and grads_finite(model)):
-        return out, False
+    if check_finite:
+        xp = get_array_module(logits)
+        parts = (out.total, out.recon, out.kl, grad_sum(model))  # 0-d device arrays
+        total, recon, kl, gsum = to_numpy(xp.stack([xp.asarray(v, dtype="float64") for v in parts])).tolist()
+        out = replace(out, total=total, recon=recon, kl=kl)
+        if not (math.isfinite(total) and math.isfinite(gsum)):
+            return out, False
     if grad_clip:
         norm = grad_norm(model)
         if norm > grad_clip:

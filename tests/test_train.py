@@ -213,3 +213,41 @@ def test_config_round_trip(tmp_path):
     assert TrainConfig(loss="seed", beta=0.0005, latent=15).effective_beta == pytest.approx(
         2 * 784 * 0.0005 / 15
     )
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_train_step_one_transfer_and_nan_guard(flat, monkeypatch):
+    """The checked step brings the loss parts and the gradient sum to the host in one transfer (one GPU
+    sync per step), returns them as floats, and leaves the weights alone when a gradient is NaN."""
+    import minivae.train as T
+    from minivae.models import mlp_vae
+    from minivae.optim import Adam
+
+    rng = np.random.default_rng(0)
+    model = mlp_vae(latent=3, hidden=16, rng=rng, dtype="float64")
+    flat_pg = model.flatten_parameters() if flat else None
+    opt = Adam(list(model.named_parameters()), lr=1e-3, flat=flat_pg)
+    x = rng.random((8, 1, 28, 28))
+    eps = rng.standard_normal((8, 3))
+    calls = []
+    real = T.to_numpy
+    monkeypatch.setattr(T, "to_numpy", lambda a: calls.append(np.shape(a)) or real(a))
+    out, applied = T.train_step(model, opt, x, eps, 1.0, "elbo")
+    assert applied and calls == [(4,)]  # total, recon, kl, sum of grads: one array, one transfer
+    assert all(type(v) is float for v in (out.total, out.recon, out.kl))
+    assert out.total == pytest.approx(out.recon + out.kl)
+
+    before = weights(model)
+    real_backward = model.backward
+
+    def poisoned(*a):
+        res = real_backward(*a)
+        _, _, g = next(iter(model.named_parameters()))
+        g.flat[5] = np.nan  # one entry of one gradient
+        return res
+
+    monkeypatch.setattr(model, "backward", poisoned)
+    out, applied = T.train_step(model, opt, x, eps, 1.0, "elbo")
+    assert not applied and np.isfinite(out.total)  # the loss is fine, a gradient is not
+    for k, v in weights(model).items():
+        np.testing.assert_array_equal(v, before[k])
