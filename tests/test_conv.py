@@ -61,13 +61,31 @@ def test_conv2d_matches_loop(c):
 def test_conv2d_padding_wider_than_the_kernel(k, p, s):
     """padding >= kernel size (allowed by PyTorch): the stride-1 backward then crops dy instead of padding it."""
     rng = np.random.default_rng(k * 10 + p)
-    layer = Conv2d(2, 3, k, stride=s, padding=p, rng=rng, dtype="float64")
-    x = rng.standard_normal((2, 2, 5, 4))
+    layer = Conv2d(
+        3, 2, k, stride=s, padding=p, rng=rng, dtype="float64"
+    )  # C_out <= C_in: the flipped kernel
+    x = rng.standard_normal((2, 3, 5, 4))
     y = layer.forward(x)
     w, b = layer.params["weight"], layer.params["bias"]
     np.testing.assert_allclose(y, conv2d_loop(x, w, b, s, p), rtol=0, atol=TOL)
     dy = rng.standard_normal(y.shape)
     dx_ref, dw_ref, _ = conv2d_loop_backward(x, w, s, p, dy)
+    np.testing.assert_allclose(layer.backward(dy), dx_ref, rtol=0, atol=TOL)
+    np.testing.assert_allclose(layer.grads["weight"], dw_ref, rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("k,p", [(1, 1), (3, 3), (3, 4), (2, 3)])
+def test_conv_transpose2d_stride1_padding_wider_than_the_kernel(k, p):
+    """padding >= kernel size at stride 1: the forward (a convolution with the flipped kernel) then crops x
+    by p - (k - 1) instead of padding it."""
+    rng = np.random.default_rng(k * 10 + p)
+    layer = ConvTranspose2d(2, 3, k, padding=p, rng=rng, dtype="float64")  # C_in <= C_out: the flipped kernel
+    x = rng.standard_normal((2, 2, 2 * p + 2, 2 * p + 1))
+    y = layer.forward(x)
+    w, b = layer.params["weight"], layer.params["bias"]
+    np.testing.assert_allclose(y, conv_transpose2d_loop(x, w, b, 1, p, 0), rtol=0, atol=TOL)
+    dy = rng.standard_normal(y.shape)
+    dx_ref, dw_ref, _ = conv_transpose2d_loop_backward(x, w, 1, p, 0, dy)
     np.testing.assert_allclose(layer.backward(dy), dx_ref, rtol=0, atol=TOL)
     np.testing.assert_allclose(layer.grads["weight"], dw_ref, rtol=0, atol=TOL)
 

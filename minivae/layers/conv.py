@@ -79,6 +79,25 @@ def col2im(cols: Any, x_shape: tuple[int, int, int, int], kh: int, kw: int, sh: 
     return xt.transpose(1, 0, 2, 3)  # (N, C, H, W)
 
 
+def conv_transpose_stride1(x: Any, weight: Any, padding: tuple[int, int]) -> Any:
+    """A stride-1 transposed convolution written as a plain convolution (no bias).
+
+    x: (N, C_in, H, W); weight: (C_in, C_out, kh, kw), ConvTranspose2d's layout; padding (p_h, p_w)
+    -> y: (N, C_out, H + kh - 1 - 2 p_h, W + kw - 1 - 2 p_w), where
+        y[n, o, h, w] = sum_{c,i,j} x[n, c, h + p - i, w + p - j] W[c, o, i, j].
+    With i' = k - 1 - i that is a cross-correlation of x padded by k - 1 - p with the kernel flipped in
+    both axes and its channels swapped: one im2col and one product, instead of a product and kh*kw
+    scattered adds (col2im). It is ConvTranspose2d's forward and Conv2d's input gradient at stride 1.
+    """
+    c_in, c_out, kh, kw = weight.shape
+    ph, pw = padding
+    w_flip = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c_out, -1)  # (C_out, C_in*kh*kw)
+    x_pad = pad2d(x, (kw - 1 - pw, kw - 1 - pw, kh - 1 - ph, kh - 1 - ph))
+    n, ho, wo = x.shape[0], x_pad.shape[2] - kh + 1, x_pad.shape[3] - kw + 1
+    y = w_flip @ im2col(x_pad, kh, kw, 1, 1)  # (C_out, N*Ho*Wo)
+    return y.reshape(c_out, n, ho, wo).transpose(1, 0, 2, 3)
+
+
 class _ConvBase(Module):
     """Shared parameter set-up for Conv2d and ConvTranspose2d."""
 
@@ -98,7 +117,7 @@ class _ConvBase(Module):
 
     def _bias_grad(self, dy: Any) -> None:
         if "bias" in self.params:
-            self.grads["bias"][...] = dy.sum(axis=(0, 2, 3))
+            get_array_module(dy).sum(dy, axis=(0, 2, 3), out=self.grads["bias"])  # written in place
 
 
 class Conv2d(_ConvBase):
@@ -146,15 +165,11 @@ class Conv2d(_ConvBase):
         self._bias_grad(dy)
         if not self.needs_input_grad:
             return None
-        if (sh, sw) == (1, 1):
-            # stride 1: dx[n, c, h, w] = sum_{o,i,j} dy[n, o, h + p - i, w + p - j] W[o, c, i, j] is itself
-            # a convolution: of dy padded by k - 1 - p, with the kernel flipped in both axes and its
-            # channels swapped. One im2col and one product, instead of a product and kh*kw adds.
-            w_flip = self.params["weight"][:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C_in, C_out, kh, kw)
-            cols = im2col(pad2d(dy, (kw - 1 - pw, kw - 1 - pw, kh - 1 - ph, kh - 1 - ph)), kh, kw, 1, 1)
-            n, h, w = dy.shape[0], self.x_pad_shape[2] - 2 * ph, self.x_pad_shape[3] - 2 * pw  # x's shape
-            dx_mat = w_flip.reshape(self.in_channels, -1) @ cols  # (C_in, N*H*W)
-            return dx_mat.reshape(self.in_channels, n, h, w).transpose(1, 0, 2, 3)
+        if (sh, sw) == (1, 1) and self.out_channels <= self.in_channels:
+            # stride 1: dx[n, c, h, w] = sum_{o,i,j} dy[n, o, h + p - i, w + p - j] W[o, c, i, j] is a
+            # transposed convolution of dy with this weight, itself a convolution with the flipped kernel.
+            # Its im2col has C_out*kh*kw rows, col2im's input below C_in*kh*kw: take the smaller.
+            return conv_transpose_stride1(dy, self.params["weight"], (ph, pw))
         w_mat = self.params["weight"].reshape(self.out_channels, -1)
         dx_pad = col2im(w_mat.T @ dy_mat, self.x_pad_shape, kh, kw, sh, sw)
         return pad2d(dx_pad, (-pw, -pw, -ph, -ph))  # drop the padding's gradient
@@ -212,6 +227,10 @@ class ConvTranspose2d(_ConvBase):
         n, _, h, w = x.shape
         self.in_hw = (h, w)
         self.x_mat = x.transpose(1, 0, 2, 3).reshape(self.in_channels, -1)  # (C_in, N*H*W)
+        if (sh, sw) == (1, 1) and self.in_channels <= self.out_channels:
+            # the same numbers as below as one im2col (C_in*kh*kw rows) and one product, instead of a
+            # product with C_out*kh*kw rows and kh*kw adds: taken when it moves no more data
+            return self._add_bias(conv_transpose_stride1(x, self.params["weight"], (ph, pw)))
         w_mat = self.params["weight"].reshape(self.in_channels, -1)  # (C_in, C_out*kh*kw)
         full = col2im(w_mat.T @ self.x_mat, self._full_shape(n, h, w), kh, kw, sh, sw)
         return self._add_bias(pad2d(full, (-pw, -pw, -ph, -ph)))  # keep [p, p + H_out)
