@@ -74,10 +74,11 @@ class VAE(Module):
         """numpy or cupy: where the weights live."""
         return get_array_module(self.fc_mu.params["weight"])
 
-    def check_input(self, x: Any) -> None:
+    def check_input(self, x: Any, values: bool = True) -> None:
         """A clear error for images the model cannot take: wrong shape or dtype, NaN, or outside [0, 1].
 
-        Costs two reductions per batch (min and max; NaN makes both NaN), small next to a step.
+        The shape and dtype checks are free. The value check (values=True) costs two reductions (min and
+        max; NaN makes both NaN) and, on a GPU, a wait for the device and a transfer to the host.
         """
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
             raise UserError(
@@ -88,6 +89,8 @@ class VAE(Module):
         dtype = self.fc_mu.params["weight"].dtype
         if x.dtype != dtype:
             raise UserError(f"the model holds {dtype} weights but got {x.dtype} images; cast with .astype")
+        if not values:
+            return
         lo, hi = (float(v) for v in to_numpy(get_array_module(x).stack([x.min(), x.max()])))  # one transfer
         if not (lo >= 0.0 and hi <= 1.0):  # also False when either is NaN
             what = "NaN values" if lo != lo or hi != hi else f"values in [{lo:g}, {hi:g}]"
@@ -106,9 +109,15 @@ class VAE(Module):
         """z: (N, latent) -> logits (N, 1, 28, 28)."""
         return self.decoder.forward(z)
 
-    def forward(self, x: Any, eps: Any = None, rng: Any = None) -> tuple[Any, Any, Any]:  # type: ignore[override]
-        """x -> (logits, mu, logvar). Give eps (N, latent) to fix the noise, or rng to draw it."""
-        self.check_input(x)
+    def forward(  # type: ignore[override]
+        self, x: Any, eps: Any = None, rng: Any = None, check_values: bool = True
+    ) -> tuple[Any, Any, Any]:
+        """x -> (logits, mu, logvar). Give eps (N, latent) to fix the noise, or rng to draw it.
+
+        check_values=False skips check_input's value check (NaN, outside [0, 1]), which on a GPU waits
+        for the device: the training loop checks each data set once instead of every batch.
+        """
+        self.check_input(x, values=check_values)
         mu, logvar = self.encode(x)
         z = self.reparam.forward(mu, logvar, eps, rng)
         return self.decode(z), mu, logvar

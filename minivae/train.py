@@ -162,16 +162,18 @@ def first_nonfinite(model: VAE, x: Any, eps: Any) -> str:
 
 def train_step(
     model: VAE, optimizer: Optimizer, x: Any, eps: Any, beta: float, form: str, grad_clip: float = 0.0,
-    check_finite: bool = True, capacity: float | None = None,
+    check_finite: bool = True, capacity: float | None = None, check_values: bool = True,
 ) -> tuple[VAELoss, bool]:  # fmt: skip
     """One step: forward, loss, backward, (clip), update. Returns (loss, applied).
 
     capacity: the target C of the capacity objective, recon + beta |KL - C| (None: the plain beta-VAE loss).
+    check_values: check that x is finite and in [0, 1] (VAE.check_input); the training loop checks its
+    data sets once and passes False, so that the step's only transfer is the one below.
     With check_finite, a NaN/Inf loss or gradient leaves the weights untouched and returns applied=False;
     the loss's total, recon and kl then come back as host floats, fetched together with the gradient
     sum in one transfer (on a GPU, one sync per step instead of one per number).
     """
-    logits, mu, logvar = model.forward(x, eps=eps)  # (N,1,28,28), (N,latent), (N,latent)
+    logits, mu, logvar = model.forward(x, eps=eps, check_values=check_values)  # (N,1,28,28), (N,latent) x 2
     out = vae_loss(logits, x, mu, logvar, beta, form, capacity)
     model.backward(out.dlogits, out.dmu, out.dlogvar)
     if check_finite:
@@ -346,6 +348,9 @@ def train(
     n = len(data.x_train)
     if n == 0:
         raise UserError("no training images: raise --train-limit or lower --val-fraction")
+    for split in (data.x_train, data.x_val, data.x_test):  # once here, instead of in every step
+        if len(split):
+            model.check_input(split)
     batches_per_epoch = math.ceil(n / cfg.batch_size)
 
     state = {"epoch": 0, "batch": 0, "step": 0, "best_val": math.inf, "bad_epochs": 0, "sums": [0.0] * 4,
@@ -389,8 +394,9 @@ def train(
                 cap_t = capacity_at(state["step"], batches_per_epoch, cfg)
                 try:
                     out_loss, applied = train_step(
-                        model, optimizer, xb, eps, beta_t, cfg.loss, cfg.grad_clip, capacity=cap_t
-                    )
+                        model, optimizer, xb, eps, beta_t, cfg.loss, cfg.grad_clip, capacity=cap_t,
+                        check_values=False,  # the data sets were checked above
+                    )  # fmt: skip
                 except Exception as e:
                     if type(e).__name__ == "OutOfMemoryError":  # cupy.cuda.memory.OutOfMemoryError
                         raise UserError(

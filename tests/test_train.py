@@ -229,11 +229,17 @@ def test_train_step_one_transfer_and_nan_guard(flat, monkeypatch):
     opt = Adam(list(model.named_parameters()), lr=1e-3, flat=flat_pg)
     x = rng.random((8, 1, 28, 28))
     eps = rng.standard_normal((8, 3))
+    import minivae.models as M
+
     calls = []
     real = T.to_numpy
-    monkeypatch.setattr(T, "to_numpy", lambda a: calls.append(np.shape(a)) or real(a))
-    out, applied = T.train_step(model, opt, x, eps, 1.0, "elbo")
+    for module in (T, M):  # the step's own transfer, and the image check's in VAE.check_input
+        monkeypatch.setattr(module, "to_numpy", lambda a: calls.append(np.shape(a)) or real(a))
+    out, applied = T.train_step(model, opt, x, eps, 1.0, "elbo", check_values=False)  # as the loop calls it
     assert applied and calls == [(4,)]  # total, recon, kl, sum of grads: one array, one transfer
+    calls.clear()
+    T.train_step(model, opt, x, eps, 1.0, "elbo")  # by default the images are checked too: min and max
+    assert calls == [(2,), (4,)]
     assert all(type(v) is float for v in (out.total, out.recon, out.kl))
     assert out.total == pytest.approx(out.recon + out.kl)
 
@@ -251,3 +257,22 @@ def test_train_step_one_transfer_and_nan_guard(flat, monkeypatch):
     assert not applied and np.isfinite(out.total)  # the loss is fine, a gradient is not
     for k, v in weights(model).items():
         np.testing.assert_array_equal(v, before[k])
+
+
+@pytest.mark.parametrize("split", ["x_train", "x_test"])
+def test_bad_images_are_refused_before_the_first_step(split, tmp_path, mnist_ready):
+    """The loop checks each data set once (its steps skip the check): a NaN in the training images or
+    in the test images (used only after training) stops the run before it trains, with the message
+    that names the problem and the fix."""
+    from dataclasses import replace
+
+    from minivae.errors import UserError
+    from minivae.train import load_data
+
+    cfg = TrainConfig(epochs=1, latent=3, **TINY)
+    data = load_data(cfg, np)
+    bad = getattr(data, split).copy()
+    bad[3, 0, 5, 5] = np.nan
+    with pytest.raises(UserError, match="got NaN values.*drop or fix"):
+        train(cfg, tmp_path / "run", progress=False, data=replace(data, **{split: bad}))
+    assert not (tmp_path / "run" / "last.npz").exists()
