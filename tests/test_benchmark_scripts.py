@@ -92,3 +92,18 @@ def test_agreement_check_reports_each_tensor_and_names_a_wrong_one(monkeypatch):
         assert "fakebackend disagrees with NumPy on mlp batch 4, decoder.0.weight" in str(e)
     else:
         raise AssertionError("a shifted gradient passed the agreement check")
+
+
+def test_count_ops_counts_each_array_operation_once_whatever_the_batch():
+    """benchmarks/count_ops.py: a Linear forward is two operations (product, bias add), the flattened
+    Adam update one fused kernel, and the count of a step does not depend on the batch size."""
+    from count_ops import count_step
+
+    ops, sites = count_step("mlp", 4)
+    assert ops["fused Adam kernel (CuPy)"] == 1
+    linear_forward = sum(n for site, n in sites.items() if "layers/linear.py" in site and "(forward)" in site)
+    assert linear_forward == 2 * 5  # encoder, fc_mu, fc_logvar and the decoder's two Linears
+    assert sum(sites.values()) == sum(ops.values())  # every operation traced to a line of minivae
+    assert count_step("mlp", 8)[0] == ops
+    conv_ops, _ = count_step("conv", 2)
+    assert count_step("conv", 3)[0] == conv_ops and sum(conv_ops.values()) > 2 * sum(ops.values())
