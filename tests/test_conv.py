@@ -61,9 +61,8 @@ def test_conv2d_matches_loop(c):
 def test_conv2d_padding_wider_than_the_kernel(k, p, s):
     """padding >= kernel size (allowed by PyTorch): the stride-1 backward then crops dy instead of padding it."""
     rng = np.random.default_rng(k * 10 + p)
-    layer = Conv2d(
-        3, 2, k, stride=s, padding=p, rng=rng, dtype="float64"
-    )  # C_out <= C_in: the flipped kernel
+    # C_out <= C_in, so the stride-1 backward takes the flipped-kernel convolution
+    layer = Conv2d(3, 2, k, stride=s, padding=p, rng=rng, dtype="float64")
     x = rng.standard_normal((2, 3, 5, 4))
     y = layer.forward(x)
     w, b = layer.params["weight"], layer.params["bias"]
