@@ -43,10 +43,10 @@ def _reduce(elems: Any, reduction: str) -> tuple[Any, float]:
 
 
 def _bce_elements(logits: Any, target: Any) -> tuple[Any, Any]:
-    """(elementwise BCE, exp(-|logits|)): max(x, 0) - x t + log(1 + exp(-|x|))."""
+    """(elementwise BCE, log(1 + exp(-|x|))): BCE = max(x, 0) - x t + log(1 + exp(-|x|))."""
     xp = get_array_module(logits)
-    e = xp.exp(-xp.abs(logits))  # in (0, 1]: never overflows
-    return xp.maximum(logits, 0) - logits * target + xp.log1p(e), e
+    log1p_e = xp.log1p(xp.exp(-xp.abs(logits)))  # exp(-|x|) is in (0, 1]: never overflows
+    return xp.maximum(logits, 0) - logits * target + log1p_e, log1p_e
 
 
 def bce_value(logits: Any, target: Any) -> Any:
@@ -58,12 +58,13 @@ def bce_with_logits(logits: Any, target: Any, reduction: str = "batchmean") -> t
     """Binary cross-entropy of sigmoid(logits) against targets in [0, 1]; (loss, dlogits).
 
     -[t log s(x) + (1 - t) log(1 - s(x))] = max(x, 0) - x t + log(1 + exp(-|x|)),
-    finite and exact for any logit (no log(0), no overflow).   d/dx = s(x) - t.
+    finite and exact for any logit (no log(0), no overflow).   d/dx = s(x) - t, with s(x) taken from
+    the same log1p term: log s(x) = x - log(1 + e^x) = min(x, 0) - log(1 + exp(-|x|)), never positive.
     """
     xp = get_array_module(logits)
-    elems, e = _bce_elements(logits, target)
+    elems, log1p_e = _bce_elements(logits, target)
     value, scale = _reduce(elems, reduction)
-    s = xp.where(logits >= 0, 1.0, e) / (1.0 + e)  # sigmoid(logits), as in layers.activations.sigmoid
+    s = xp.exp(xp.minimum(logits, 0) - log1p_e)  # sigmoid(logits), in (0, 1]
     return value, (s - target) * scale
 
 
@@ -81,10 +82,10 @@ def kl_normal(mu: Any, logvar: Any, beta: float = 1.0, reduction: str = "batchme
     d/dmu = beta mu,   d/dlogvar = 0.5 beta (exp(logvar) - 1)   (times the reduction's scale).
     """
     xp = get_array_module(mu)
-    var = xp.exp(logvar)
-    elems = 0.5 * (var + mu * mu - 1.0 - logvar)
+    var_m1 = xp.exp(logvar) - 1.0  # exp(logvar) - 1: in the value and in d/dlogvar
+    elems = 0.5 * (var_m1 + mu * mu - logvar)
     value, scale = _reduce(elems, reduction)
-    return beta * value, (beta * scale) * mu, (0.5 * beta * scale) * (var - 1.0)
+    return beta * value, (beta * scale) * mu, (0.5 * beta * scale) * var_m1
 
 
 @dataclass

@@ -17,7 +17,7 @@ from minivae.backend import get_array_module
 
 
 class Reparameterize:
-    """z = mu + exp(0.5 logvar) * eps.   mu, logvar: (N, latent) -> z: (N, latent).   Caches std and eps.
+    """z = mu + exp(0.5 logvar) * eps.   mu, logvar: (N, latent) -> z: (N, latent).   Caches std * eps.
 
     Pass eps to fix the noise (finite differences, evaluation); otherwise it is drawn from `rng`
     (a numpy or cupy Generator on the arrays' backend). eps=0 gives z = mu, the deterministic path.
@@ -29,10 +29,9 @@ class Reparameterize:
             if rng is None:
                 raise ValueError("Reparameterize.forward needs eps or rng")
             eps = rng.standard_normal(mu.shape, dtype=mu.dtype)
-        self.std = xp.exp(0.5 * logvar)
-        self.eps = eps
-        return mu + self.std * eps
+        self.noise = xp.exp(0.5 * logvar) * eps  # std * eps = z - mu
+        return mu + self.noise
 
     def backward(self, dz: Any) -> tuple[Any, Any]:
-        """dz: (N, latent) -> (dmu, dlogvar)."""
-        return dz, dz * self.eps * (0.5 * self.std)
+        """dz: (N, latent) -> (dmu, dlogvar):  dmu = dz,  dlogvar = dz * 0.5 std eps = 0.5 dz (z - mu)."""
+        return dz, (0.5 * dz) * self.noise

@@ -55,6 +55,21 @@ def test_bce_finite_and_exact_at_extreme_logits():
     np.testing.assert_allclose(grad[0], [0.0, 0.0, -1.0, 1.0, -0.5], rtol=1e-15)
 
 
+def test_bce_gradient_float32_matches_float64_sigmoid():
+    """d/dx = sigmoid(x) - t, with sigmoid(x) = exp(min(x, 0) - log(1 + exp(-|x|))) in float32: within one
+    float32 epsilon of the float64 value everywhere, and within 2 (|x| + 1) epsilons relative to it while
+    sigmoid(x) is a normal float32 (the subtraction inside exp rounds at the scale of |x|)."""
+    x = np.linspace(-100, 100, 20001).astype(np.float32)
+    _, grad = bce_with_logits(x, np.zeros_like(x), "sum")  # t = 0: the gradient is sigmoid(x)
+    assert grad.dtype == np.float32
+    s = np.exp(-np.logaddexp(0.0, -x.astype(np.float64)))  # float64 sigmoid
+    eps, tiny = float(np.finfo(np.float32).eps), float(np.finfo(np.float32).tiny)
+    assert np.abs(grad - s).max() <= eps
+    normal = s > tiny
+    rel = np.abs(grad - s)[normal] / s[normal]
+    assert (rel / ((np.abs(x[normal]) + 1.0) * eps)).max() <= 2.0
+
+
 def test_bce_matches_the_probability_formula(rng):
     logits, t = rng.standard_normal(50) * 4, rng.random(50)
     s = 1 / (1 + np.exp(-logits))

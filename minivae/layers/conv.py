@@ -115,6 +115,12 @@ class _ConvBase(Module):
             y += self.params["bias"].reshape(1, -1, 1, 1)
         return y
 
+    def _weight_grad_matrix(self) -> Any:
+        """The weight's gradient as the (first dim, rest) matrix that a product fills in place. grads
+        are contiguous (their own arrays, or slices of the flat buffer), so this reshape is a view."""
+        g = self.grads["weight"]
+        return g.reshape(g.shape[0], -1)
+
     def _bias_grad(self, dy: Any) -> None:
         if "bias" in self.params:
             get_array_module(dy).sum(dy, axis=(0, 2, 3), out=self.grads["bias"])  # written in place
@@ -160,8 +166,9 @@ class Conv2d(_ConvBase):
 
     def backward(self, dy: Any) -> Any:  # dy: (N, C_out, Ho, Wo)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        xp = get_array_module(dy)
         dy_mat = dy.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)  # (C_out, N*Ho*Wo)
-        self.grads["weight"][...] = (dy_mat @ self.cols.T).reshape(self.params["weight"].shape)
+        xp.matmul(dy_mat, self.cols.T, out=self._weight_grad_matrix())  # (C_out, C_in*kh*kw)
         self._bias_grad(dy)
         if not self.needs_input_grad:
             return None
@@ -239,7 +246,7 @@ class ConvTranspose2d(_ConvBase):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         self._bias_grad(dy)
         cols = im2col(pad2d(dy, (pw, pw, ph, ph)), kh, kw, sh, sw)  # (C_out*kh*kw, N*H*W)
-        self.grads["weight"][...] = (self.x_mat @ cols.T).reshape(self.params["weight"].shape)
+        get_array_module(dy).matmul(self.x_mat, cols.T, out=self._weight_grad_matrix())  # (C_in, C_out*kh*kw)
         w_mat = self.params["weight"].reshape(self.in_channels, -1)
         dx_mat = w_mat @ cols  # (C_in, N*H*W)
         return dx_mat.reshape(self.in_channels, dy.shape[0], *self.in_hw).transpose(1, 0, 2, 3)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from minivae.backend import resolve_dtype
+from minivae.backend import get_array_module, resolve_dtype
 from minivae.layers.init import init_weight_bias
 from minivae.layers.module import Module
 
@@ -43,9 +43,10 @@ class Linear(Module):
         return y
 
     def backward(self, dy: Any) -> Any:  # dy: (N, out)
-        self.grads["weight"][...] = dy.T @ self.x  # (out, in)
+        xp = get_array_module(dy)
+        xp.matmul(dy.T, self.x, out=self.grads["weight"])  # (out, in), written in place: no temporary
         if "bias" in self.params:
-            self.grads["bias"][...] = dy.sum(axis=0)  # (out,)
+            xp.sum(dy, axis=0, out=self.grads["bias"])  # (out,)
         if not self.needs_input_grad:
             return None
         return dy @ self.params["weight"]  # dx: (N, in)
