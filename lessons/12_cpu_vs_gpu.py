@@ -9,8 +9,8 @@ roughly
     time = (number of operations) x (fixed cost per operation) + (arithmetic) / (throughput)
 
 - On the GPU the fixed cost dominates small problems: each launch costs some microseconds of Python, CuPy and
-  driver work, whatever the array size, and a step has a hundred or two operations (187 for the conv VAE,
-  83 for the MLP: python benchmarks/count_ops.py lists them). Below some batch size the
+  driver work, whatever the array size, and a step has a hundred or two operations (170 for the conv VAE,
+  70 for the MLP: python benchmarks/count_ops.py lists them). Below some batch size the
   step takes the same time however few images it holds: it is launch-bound. Anything that makes the host
   wait for the GPU (float(loss), a NaN check, printing) adds a full round trip on top.
 - With enough work per operation the arithmetic dominates and time grows with the batch: compute-bound.
@@ -43,7 +43,9 @@ what made it faster: one fused CuPy kernel for Adam's twelve operations per para
 one copy for im2col instead of nine, the stride-1 backward as one convolution and no gradient for the
 images took the step from 8.9 to 5.7 ms. Since then training on a GPU lays all parameters end to end
 (Module.flatten_parameters, used by minivae.train.make_optimizer), so Adam is one kernel a step and the NaN
-check one sum: about 45 launches fewer, not yet timed on a GPU. On the CPU the same flattening is a few per
+check one sum: about 45 launches fewer. Writing each gradient straight from its matrix product
+(np.matmul(..., out=grad)) instead of into a temporary and then a copy removed 14 more: neither is timed
+on a GPU yet. On the CPU the same flattening is a few per
 cent slower (one big array falls out of cache between Adam's passes), so there the update stays per
 parameter: what pays on one machine can cost on the other, and only a measurement tells.
 
