@@ -3,6 +3,9 @@
 # (about 3 minutes): which speed-ups paid, measured, not guessed.
 #   mkdir -p .before && git archive <commit> minivae | tar -x -C .before     # the older package
 #   MINIVAE_DATA=$PWD/.gpu_data bash benchmarks/gpu_before_after.sh .before OUTDIR
+# .before is git-ignored: name it in the device tool's carry, beside .gpu_data. Commit 8095f4a is the code
+# behind the README's H200 table (conv batch 32 at 5.70 ms); the current benchmark times older packages too
+# (one without train_step's check_values checks the images every step, as its training loop did).
 # Runs the CuPy tests of the layers, optimizer and models; times the step of the older package (CuPy)
 # and of this one (CuPy beside PyTorch CUDA), NumPy at conv batch 256 for the CuPy/NumPy ratio, a
 # per-layer profile, and one epoch of real training (the seed protocol on 9,600 images).
