@@ -107,3 +107,30 @@ def test_count_ops_counts_each_array_operation_once_whatever_the_batch():
     assert count_step("mlp", 8)[0] == ops
     conv_ops, _ = count_step("conv", 2)
     assert count_step("conv", 3)[0] == conv_ops and sum(conv_ops.values()) > 2 * sum(ops.values())
+
+
+def test_bench_times_an_older_train_step_without_check_values(monkeypatch):
+    """gpu_before_after.sh times an older minivae whose train_step has no check_values: the benchmark calls it
+    without the flag (that package checked the images every step), and passes False to the current one."""
+    import bench_train_step as bench
+    import numpy as np
+
+    calls = []
+    real = bench.train_step
+
+    def older(model, opt, x, eps, beta, form, grad_clip=0.0, check_finite=True, capacity=None):
+        calls.append("older")
+        return real(model, opt, x, eps, beta, form, grad_clip, check_finite, capacity)
+
+    monkeypatch.setattr(bench, "train_step", older)
+    times, _ = bench.bench_minivae("mlp", 4, np, warmup=1, steps=2)
+    assert len(times) == 2 and calls == ["older"] * 3
+
+    seen = []
+
+    def current(model, opt, x, eps, beta, form, check_finite=True, check_values=True):
+        seen.append(check_values)
+
+    monkeypatch.setattr(bench, "train_step", current)
+    bench.bench_minivae("mlp", 4, np, warmup=0, steps=1)
+    assert seen == [False]
