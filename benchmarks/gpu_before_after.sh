@@ -8,7 +8,8 @@
 # (one without train_step's check_values checks the images every step, as its training loop did).
 # Runs the CuPy tests of the layers, optimizer and models; times the step of the older package (CuPy)
 # and of this one (CuPy beside PyTorch CUDA), NumPy at conv batch 256 for the CuPy/NumPy ratio, a
-# per-layer profile, and one epoch of real training (the seed protocol on 9,600 images).
+# per-layer profile, what one operation of each kind costs (op_cost.py), and one epoch of real training
+# (the seed protocol on 9,600 images).
 set -uo pipefail
 BEFORE=${1:?usage: gpu_before_after.sh BEFORE_DIR OUTDIR}
 OUT=${2:?usage: gpu_before_after.sh BEFORE_DIR OUTDIR}
@@ -31,6 +32,8 @@ export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
   PYTHONPATH=. timeout 60 python -m minivae train --preset seed --train-limit 12000 --test-limit 1000 --epochs 1 \
     --tsne-points 0 --backend cupy --quiet --out /tmp/one_epoch 2>&1 | tail -3
   cp /tmp/one_epoch/history.csv "$OUT/one_epoch_history.csv"
+  echo "== what one operation costs, and two fused kernels minivae does not use ($SECONDS s)"
+  PYTHONPATH=. timeout 60 python benchmarks/op_cost.py --json "$OUT/op_cost.json" 2>&1
   echo "== profile ($SECONDS s)"
   PYTHONPATH=. timeout 30 python benchmarks/bench_train_step.py --profile --backend cupy --arch conv --batch 32 256 \
     --steps 5 2>&1

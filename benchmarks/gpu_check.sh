@@ -2,7 +2,8 @@
 # The one script to run on a GPU machine with CuPy and PyTorch but no network:
 #   1. the training-step benchmark on NumPy and CuPy beside PyTorch CPU and CUDA (the GPU to itself),
 #      with the memory-growth check (an older minivae beside this one: gpu_before_after.sh);
-#   2. a per-layer profile of the conv step on CuPy;
+#   2. the cost of one array operation of each kind (op_cost.py) and a per-layer profile of the conv
+#      step on CuPy;
 #   3. the test suite (CuPy cases included) and, when TOTAL_SECONDS is given, the seed study's runs on
 #      the GPU (benchmarks/seed_study_gpu.py $STUDY_ARGS) until the whole script has used TOTAL_SECONDS.
 #      Six runs in parallel take about 7 minutes on an H200. All 18 runs of the study are done (README:
@@ -32,6 +33,8 @@ export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 cat "$OUT/env.txt"
 echo "== benchmark ($SECONDS s)"
 timeout 200 python benchmarks/bench_train_step.py --steps 20 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+echo "== what one operation costs, and two fused kernels minivae does not use ($SECONDS s)"
+timeout 60 python benchmarks/op_cost.py --json "$OUT/op_cost.json" 2>&1 | tee "$OUT/op_cost.log"
 echo "== profile: cupy, conv ($SECONDS s)"
 timeout 40 python benchmarks/bench_train_step.py --profile --backend cupy --arch conv --batch 32 256 --steps 5 \
   2>&1 | tee "$OUT/profile.log"

@@ -134,3 +134,16 @@ def test_bench_times_an_older_train_step_without_check_values(monkeypatch):
     monkeypatch.setattr(bench, "train_step", current)
     bench.bench_minivae("mlp", 4, np, warmup=0, steps=1)
     assert seen == [False]
+
+
+def test_op_cost_times_every_kind_of_operation_on_numpy(tmp_path):
+    """op_cost.py: a positive cost per call for each kind of operation of the conv step, as a table and JSON."""
+    out = tmp_path / "op_cost.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "op_cost.py"), "--backend", "numpy", "--calls", "3",
+         "--json", str(out)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    costs = json.loads(out.read_text())["numpy"]
+    assert len(costs) == 15 and all(isinstance(v, float) and v > 0 for v in costs.values()), costs
+    assert "| matmul 64x576 @ 576x6272" in proc.stdout and "numpy (µs per call)" in proc.stdout

@@ -1,0 +1,173 @@
+"""What one array operation costs on each backend, at the sizes of the conv step at batch 32.
+
+    python benchmarks/op_cost.py                       # every backend present
+    python benchmarks/op_cost.py --backend cupy --json op_cost.json
+
+count_ops.py says how many operations a training step makes (170 for the conv VAE, whatever the batch);
+this says what each kind costs, so the two together say where a launch-bound step's time goes and what
+fusing would buy before anyone writes a kernel. Each cost is the time per call of a back-to-back loop
+(one synchronisation before and one after), which is how the operations of a step run: on a GPU, Python
+and CuPy queue one launch after another and the device waits for them when the step is launch-bound.
+
+On CuPy it also times, beside the operations they replace, two fused kernels that minivae does not use
+(STYLE keeps one code path): ReLU's forward as one ElementwiseKernel and as cupy.fuse of the same
+Python lines, and BCE's value and gradient as one ElementwiseKernel plus its sum. A fused variant that
+fails to build is reported, not fatal: the table is the result either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from minivae.backend import backend_name, cupy_available, get_backend, synchronize
+from minivae.layers.activations import ReLU
+from minivae.layers.conv import im2col
+from minivae.losses import bce_with_logits
+
+
+def per_call_us(fn: Callable[[], Any], xp: Any, calls: int) -> float:
+    """Microseconds per call of fn in a back-to-back loop (after a warm-up that compiles and allocates)."""
+    for _ in range(5):
+        fn()
+    synchronize(xp)
+    t = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    synchronize(xp)
+    return (time.perf_counter() - t) / calls * 1e6
+
+
+def operations(xp: Any) -> list[tuple[str, Callable[[], Any]]]:
+    """(name, call) for each kind of operation the conv step at batch 32 makes, at its sizes there."""
+    rng = np.random.default_rng(0)
+
+    def arr(*shape: int) -> Any:
+        return xp.asarray(rng.standard_normal(shape, dtype=np.float32))
+
+    x, y = arr(32, 64, 14, 14), arr(32, 64, 14, 14)  # an activation of the 64-channel convolutions
+    mask, acc = x > 0, xp.zeros_like(x)  # acc takes the repeated in-place bias adds
+    small, h, w_head = arr(32, 15), arr(32, 32), arr(15, 32)  # mu at latent 15; fc_mu's input and weight
+    padded = xp.zeros((32, 64, 16, 16), dtype=np.float32)
+    full = xp.zeros((32, 32, 29, 29), dtype=np.float32)  # col2im's target in the stride-2 layers
+    tap = arr(32, 32, 14, 14)
+    w, cols = arr(64, 576), im2col(padded, 3, 3, 1, 1)  # (576, 6272): the 64->64 convolution's product
+    b = arr(64).reshape(1, -1, 1, 1)
+
+    def pad() -> None:
+        padded[:, :, 1:-1, 1:-1] = x
+
+    def col2im_tap() -> None:
+        full[:, :, 0:27:2, 0:27:2] += tap
+
+    def bias() -> None:
+        acc.__iadd__(b)
+
+    return [
+        ("add, 401k elements (x + y)", lambda: x + y),
+        ("add in place, a bias (y += b)", bias),
+        ("multiply by a mask (ReLU)", lambda: x * mask),
+        ("compare (x > 0)", lambda: x > 0),
+        ("exp, 401k elements", lambda: xp.exp(x)),
+        ("add, 480 elements (latent)", lambda: small + small),
+        ("exp, 480 elements (latent)", lambda: xp.exp(small)),
+        ("sum over (0, 2, 3) (bias gradient)", lambda: x.sum(axis=(0, 2, 3))),
+        ("sum to a 0-d array (a loss)", lambda: x.sum()),
+        ("zeros_like (pad's fill)", lambda: xp.zeros_like(padded)),
+        ("copy into a slice (pad)", pad),
+        ("im2col copy (576 x 6272)", lambda: im2col(padded, 3, 3, 1, 1)),
+        ("strided add (one col2im tap)", col2im_tap),
+        ("matmul 64x576 @ 576x6272", lambda: w @ cols),
+        ("matmul 32x32 @ 32x15 (a head)", lambda: h @ w_head.T),
+    ]
+
+
+def fused_variants(xp: Any) -> list[tuple[str, Callable[[], Any]]]:
+    """CuPy only: fused kernels beside the minivae calls they would replace (built lazily, errors kept)."""
+    rng = np.random.default_rng(1)
+    x = xp.asarray(rng.standard_normal((32, 64, 14, 14), dtype=np.float32))
+    logits = xp.asarray(rng.standard_normal((32, 1, 28, 28), dtype=np.float32) * 3)
+    target = xp.asarray(rng.random((32, 1, 28, 28), dtype=np.float32))
+    relu = ReLU()
+    out: list[tuple[str, Callable[[], Any]]] = [
+        ("ReLU forward, minivae (2 operations)", lambda: relu.forward(x)),
+        ("BCE value and gradient, minivae (13 operations)", lambda: bce_with_logits(logits, target)),
+    ]
+    relu_kernel = xp.ElementwiseKernel(
+        "T x", "T y, bool mask", "mask = x > 0; y = mask ? x : (T)0;", "relu_fwd"
+    )
+    out.append(("ReLU forward, one ElementwiseKernel", lambda: relu_kernel(x)))
+
+    def relu_lines(x: Any) -> Any:
+        mask = x > 0
+        return x * mask, mask
+
+    relu_fused = xp.fuse(kernel_name="relu_fwd_fused")(relu_lines)
+    out.append(("ReLU forward, cupy.fuse of the same lines", lambda: relu_fused(x)))
+    bce_kernel = xp.ElementwiseKernel(
+        "T x, T t, T scale",
+        "T elem, T grad",
+        """
+        T l = log1p(exp(-fabs(x)));
+        elem = fmax(x, (T)0) - x * t + l;
+        grad = (exp(fmin(x, (T)0) - l) - t) * scale;
+        """,
+        "bce_fused",
+    )
+
+    def bce_fused() -> Any:
+        elem, grad = bce_kernel(logits, target, np.float32(1 / 32))
+        return elem.sum() / 32, grad
+
+    out.append(("BCE value and gradient, one ElementwiseKernel + sum", bce_fused))
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--backend", nargs="+", default=None, help="numpy and/or cupy (default: every one present)"
+    )
+    p.add_argument("--calls", type=int, default=200, help="calls timed per operation")
+    p.add_argument("--json", default=None, help="write the results here")
+    args = p.parse_args()
+    ok, why = cupy_available()
+    names = args.backend or (["numpy", "cupy"] if ok else ["numpy"])
+    if "cupy" in names and not ok:
+        print(f"cupy skipped: {why}", file=sys.stderr)
+        names = [n for n in names if n != "cupy"]
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        xp = get_backend(name)
+        rows = operations(xp)
+        if xp is not np:
+            try:
+                rows += fused_variants(xp)
+            except Exception as e:  # noqa: BLE001  (a kernel that does not build is a result too)
+                results.setdefault(backend_name(xp), {})["fused variants"] = f"failed to build: {e!r}"
+        for label, fn in rows:
+            try:
+                cost: Any = round(per_call_us(fn, xp, args.calls), 2)
+            except Exception as e:  # noqa: BLE001
+                cost = f"failed: {e!r}"
+            results.setdefault(backend_name(xp), {})[label] = cost
+    width = max(len(k) for r in results.values() for k in r)
+    print(f"| operation | {' | '.join(f'{n} (µs per call)' for n in results)} |")
+    print(f"|---|{'---|' * len(results)}")
+    for label in dict.fromkeys(k for r in results.values() for k in r):
+        cells = [str(r.get(label, "-")) for r in results.values()]
+        print(f"| {label:<{width}} | {' | '.join(cells)} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
