@@ -8,7 +8,8 @@ driver time plus CuPy's Python dispatch, whatever the batch size. This script ru
 with every array wrapped in CountingArray, a NumPy subclass that counts what would launch a kernel on
 CuPy: each ufunc call (elementwise arithmetic, comparisons, in-place updates, matmul), each reduction,
 each copy (astype, ascontiguousarray, a reshape that cannot be a view, assigning into a slice) and each
-zeros/zeros_like fill. Views (transpose, slicing, a reshape that is a view) and empty allocations launch
+zeros/zeros_like fill, and arithmetic on a full reduction's result (a NumPy scalar, but a 0-d array and
+so a kernel on CuPy). Views (transpose, slicing, a reshape that is a view) and empty allocations launch
 nothing and are not counted; nor is assigning an array to itself, which NumPy and CuPy both skip. The
 count is a model of CuPy's launches, not a trace of them: a kernel CuPy splits in two (some reductions)
 or a copy cuBLAS makes internally is not seen. CuPy-only kernels (the fused Adam update) count as one.
@@ -60,8 +61,12 @@ def plain(a: Any) -> Any:
 
 
 def counting(r: Any) -> Any:
+    """Results as CountingArrays. A NumPy scalar (what a full reduction returns) becomes a 0-d array,
+    as CuPy returns one: arithmetic on a loss value is then counted, as on CuPy it is a kernel."""
     if isinstance(r, tuple):
         return tuple(counting(v) for v in r)
+    if isinstance(r, np.generic):
+        return np.asarray(r).view(CountingArray)
     return r.view(CountingArray) if isinstance(r, np.ndarray) else r
 
 

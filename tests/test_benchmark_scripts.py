@@ -109,6 +109,32 @@ def test_count_ops_counts_each_array_operation_once_whatever_the_batch():
     assert count_step("conv", 3)[0] == conv_ops and sum(conv_ops.values()) > 2 * sum(ops.values())
 
 
+def test_count_ops_counts_arithmetic_on_a_loss_value():
+    """A full reduction gives CuPy a 0-d array, so dividing it by the batch is a kernel there: counted, as
+    are the reductions the weight and bias gradients write in place (one operation each, no copy)."""
+    import numpy as np
+    from count_ops import OPS, CountingArray, counting_numpy
+
+    from minivae.layers import Linear
+    from minivae.losses import bce_with_logits
+
+    x = np.full((4, 3), 0.5, dtype=np.float32).view(CountingArray)
+    with counting_numpy():
+        OPS.clear()
+        bce_with_logits(x, x)  # batchmean: the sum, then / 4
+        assert OPS["sum"] == 1 and OPS["divide"] == 1
+        layer = Linear(3, 2)
+        for k in layer.params:  # as count_step does: the layer's own arrays count too
+            layer.params[k], layer.grads[k] = (
+                layer.params[k].view(CountingArray),
+                layer.grads[k].view(CountingArray),
+            )
+        layer.forward(x)
+        OPS.clear()
+        layer.backward(np.ones((4, 2), dtype=np.float32).view(CountingArray))
+        assert dict(OPS) == {"matmul": 2, "sum": 1}  # dW and dx products, db: no copies
+
+
 def test_bench_times_an_older_train_step_without_check_values(monkeypatch):
     """gpu_before_after.sh times an older minivae whose train_step has no check_values: the benchmark calls it
     without the flag (that package checked the images every step), and passes False to the current one."""
