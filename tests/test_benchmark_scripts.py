@@ -171,5 +171,5 @@ def test_op_cost_times_every_kind_of_operation_on_numpy(tmp_path):
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     costs = json.loads(out.read_text())["numpy"]
-    assert len(costs) == 15 and all(isinstance(v, float) and v > 0 for v in costs.values()), costs
+    assert len(costs) == 17 and all(isinstance(v, float) and v > 0 for v in costs.values()), costs
     assert "| matmul 64x576 @ 576x6272" in proc.stdout and "numpy (µs per call)" in proc.stdout
