@@ -69,6 +69,17 @@ def forward_flops_per_sample(model: Module) -> int:
     return flops
 
 
+def backends_present(asked: list[str] | None) -> list[str]:
+    """The backends to run: those asked for (default: every one present), less CuPy if it cannot run
+    here, which is said on stderr with the reason."""
+    ok, why = cupy_available()
+    names = asked or (["numpy", "cupy"] if ok else ["numpy"])
+    if "cupy" in names and not ok:
+        print(f"cupy skipped: {why}", file=sys.stderr)
+        names = [n for n in names if n != "cupy"]
+    return names
+
+
 def gemm_rate(xp: Any, n: int = 2048, reps: int = 10) -> float:
     """float32 GEMM GFLOP/s of this backend: (n x n) @ (n x n), median of reps."""
     a = xp.asarray(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
@@ -305,11 +316,7 @@ def main() -> int:
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args()
 
-    ok, why = cupy_available()
-    backends = args.backend or (["numpy", "cupy"] if ok else ["numpy"])
-    if "cupy" in backends and not ok:
-        print(f"cupy skipped: {why}", file=sys.stderr)
-        backends = [b for b in backends if b != "cupy"]
+    backends = backends_present(args.backend)
     if args.profile:
         for name in backends:
             xp = get_backend(name)

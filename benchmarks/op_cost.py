@@ -24,14 +24,18 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from minivae.backend import backend_name, cupy_available, get_array_module, get_backend, synchronize
+from minivae.backend import backend_name, get_array_module, get_backend, synchronize
 from minivae.layers.activations import ReLU
 from minivae.layers.conv import col2im, im2col
 from minivae.losses import bce_with_logits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train_step import backends_present  # noqa: E402  (the benchmark's choice of backends)
 
 
 def per_call_us(fn: Callable[[], Any], xp: Any, calls: int) -> float:
@@ -178,11 +182,7 @@ def main() -> int:
     p.add_argument("--calls", type=int, default=200, help="calls timed per operation")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args()
-    ok, why = cupy_available()
-    names = args.backend or (["numpy", "cupy"] if ok else ["numpy"])
-    if "cupy" in names and not ok:
-        print(f"cupy skipped: {why}", file=sys.stderr)
-        names = [n for n in names if n != "cupy"]
+    names = backends_present(args.backend)
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         xp = get_backend(name)
