@@ -160,3 +160,52 @@ def test_keras_same_shapes():
     assert conv_output_size(28 + 1, 3, 2, 0) == 14
     assert conv_transpose_output_size(14, 3, 2, 0, 0) == 29
     assert conv_transpose_output_size(14, 3, 2, 1, 1) == 28
+
+
+@settings(max_examples=30, deadline=None)
+@given(conv_cases(), st.sampled_from(["conv", "transpose"]))
+def test_a_layer_used_again_matches_a_fresh_one(c, kind):
+    """The layers keep their im2col columns and padded inputs in workspaces reused from call to call:
+    a call after others (same batch size, then a new one, then the first again) must give exactly what
+    a fresh layer with the same weights gives, so nothing from an earlier call leaks into a later one."""
+    rng = np.random.default_rng(c["seed"])
+    make = Conv2d if kind == "conv" else ConvTranspose2d
+    layer = make(c["cin"], c["cout"], c["k"], stride=c["s"], padding=c["p"], rng=rng, dtype="float64")
+    shape = (c["cin"], c["h"], c["w"])
+    if (
+        kind == "transpose"
+        and min(conv_transpose_output_size(v, c["k"], c["s"], c["p"], 0) for v in shape[1:]) <= 0
+    ):
+        return  # PyTorch refuses these sizes
+    for n in (c["n"], c["n"], c["n"] + 1, c["n"]):
+        x = rng.standard_normal((n, *shape))
+        fresh = make(c["cin"], c["cout"], c["k"], stride=c["s"], padding=c["p"], dtype="float64")
+        fresh.load_state_dict(layer.state_dict())
+        y, y_fresh = layer.forward(x), fresh.forward(x)
+        dy = rng.standard_normal(y.shape)
+        np.testing.assert_array_equal(y, y_fresh)
+        np.testing.assert_array_equal(layer.backward(dy), fresh.backward(dy))
+        np.testing.assert_array_equal(layer.grads["weight"], fresh.grads["weight"])
+
+
+def test_the_workspaces_are_reused_and_padded_borders_stay_zero():
+    """A second step of the same size allocates no new workspace: the same arrays come back, the
+    cached columns are one of them, and the padded inputs' borders are still zero."""
+    rng = np.random.default_rng(0)
+    layer = Conv2d(4, 4, 3, padding=1, rng=rng, dtype="float64")  # stride 1: dx takes the padded path too
+
+    def step(dtype="float64"):
+        y = layer.forward(rng.standard_normal((4, 4, 5, 5)).astype(dtype))  # N == C: both layouts, one shape
+        layer.backward(rng.standard_normal(y.shape).astype(dtype))
+        return dict(layer._workspaces)
+
+    first, second = step(), step()
+    assert sorted(first) == ["cols", "cols_t", "pad(1, 1, 1, 1)", "pad_t(1, 1, 1, 1)"]
+    assert all(second[k] is first[k] for k in first)
+    assert np.shares_memory(layer.cols, first["cols"])
+    for k in ("pad(1, 1, 1, 1)", "pad_t(1, 1, 1, 1)"):
+        border = np.ones(first[k].shape[2:], dtype=bool)
+        border[1:-1, 1:-1] = False
+        assert not first[k][:, :, border].any()
+    layer.to(dtype="float32")  # a new dtype: new workspaces, in it
+    assert all(v.dtype == np.float32 for v in step("float32").values())

@@ -19,7 +19,7 @@ import numpy as np
 
 from minivae.backend import get_array_module, resolve_dtype
 from minivae.layers.init import init_weight_bias
-from minivae.layers.module import Module, pad2d
+from minivae.layers.module import Module, Workspace, pad2d
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -36,8 +36,11 @@ def conv_transpose_output_size(size: int, kernel: int, stride: int, padding: int
     return (size - 1) * stride - 2 * padding + kernel + output_padding
 
 
-def im2col(x: Any, kh: int, kw: int, sh: int, sw: int) -> Any:
+def im2col(
+    x: Any, kh: int, kw: int, sh: int, sw: int, workspace: Workspace | None = None, name: str = "cols"
+) -> Any:
     """x: (N, C, H, W), already padded -> cols: (C*kh*kw, N*Ho*Wo), rows ordered (c, i, j).
+    workspace: a layer's Module._workspace, to write cols into its array `name` (None: a new array).
 
     cols[c, i, j, n, r, q] = x[n, c, i + sh*r, j + sw*q]: every entry is a fixed number of bytes away
     from x's first one, so the 6-D "window view" below reads x in place with strides (no copy), and a
@@ -50,7 +53,11 @@ def im2col(x: Any, kh: int, kw: int, sh: int, sw: int) -> Any:
     windows = xp.lib.stride_tricks.as_strided(
         x, shape=(c, kh, kw, n, ho, wo), strides=(s_c, s_h, s_w, s_n, sh * s_h, sw * s_w)
     )
-    return xp.ascontiguousarray(windows).reshape(c * kh * kw, n * ho * wo)
+    if workspace is None:
+        return xp.ascontiguousarray(windows).reshape(c * kh * kw, n * ho * wo)
+    cols = workspace(name, (c * kh * kw, n * ho * wo), x)
+    cols.reshape(windows.shape)[...] = windows  # the same single copy, into memory the layer keeps
+    return cols
 
 
 def im2col_loop(x: Any, kh: int, kw: int, sh: int, sw: int) -> Any:
@@ -79,7 +86,9 @@ def col2im(cols: Any, x_shape: tuple[int, int, int, int], kh: int, kw: int, sh: 
     return xt.transpose(1, 0, 2, 3)  # (N, C, H, W)
 
 
-def conv_transpose_stride1(x: Any, weight: Any, padding: tuple[int, int]) -> Any:
+def conv_transpose_stride1(
+    x: Any, weight: Any, padding: tuple[int, int], workspace: Workspace | None = None
+) -> Any:
     """A stride-1 transposed convolution written as a plain convolution (no bias).
 
     x: (N, C_in, H, W); weight: (C_in, C_out, kh, kw), ConvTranspose2d's layout; padding (p_h, p_w)
@@ -92,9 +101,9 @@ def conv_transpose_stride1(x: Any, weight: Any, padding: tuple[int, int]) -> Any
     c_in, c_out, kh, kw = weight.shape
     ph, pw = padding
     w_flip = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c_out, -1)  # (C_out, C_in*kh*kw)
-    x_pad = pad2d(x, (kw - 1 - pw, kw - 1 - pw, kh - 1 - ph, kh - 1 - ph))
+    x_pad = pad2d(x, (kw - 1 - pw, kw - 1 - pw, kh - 1 - ph, kh - 1 - ph), workspace, "pad_t")
     n, ho, wo = x.shape[0], x_pad.shape[2] - kh + 1, x_pad.shape[3] - kw + 1
-    y = w_flip @ im2col(x_pad, kh, kw, 1, 1)  # (C_out, N*Ho*Wo)
+    y = w_flip @ im2col(x_pad, kh, kw, 1, 1, workspace, "cols_t")  # (C_out, N*Ho*Wo)
     return y.reshape(c_out, n, ho, wo).transpose(1, 0, 2, 3)
 
 
@@ -155,11 +164,11 @@ class Conv2d(_ConvBase):
     def forward(self, x: Any) -> Any:
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         n = x.shape[0]
-        x_pad = pad2d(x, (pw, pw, ph, ph))
+        x_pad = pad2d(x, (pw, pw, ph, ph), self._workspace)
         ho = conv_output_size(x.shape[2], kh, sh, ph)
         wo = conv_output_size(x.shape[3], kw, sw, pw)
         self.x_pad_shape = x_pad.shape
-        self.cols = im2col(x_pad, kh, kw, sh, sw)  # (C_in*kh*kw, N*Ho*Wo)
+        self.cols = im2col(x_pad, kh, kw, sh, sw, self._workspace)  # (C_in*kh*kw, N*Ho*Wo)
         w_mat = self.params["weight"].reshape(self.out_channels, -1)  # (C_out, C_in*kh*kw)
         y = (w_mat @ self.cols).reshape(self.out_channels, n, ho, wo).transpose(1, 0, 2, 3)
         return self._add_bias(y)  # (N, C_out, Ho, Wo)
@@ -176,7 +185,7 @@ class Conv2d(_ConvBase):
             # stride 1: dx[n, c, h, w] = sum_{o,i,j} dy[n, o, h + p - i, w + p - j] W[o, c, i, j] is a
             # transposed convolution of dy with this weight, itself a convolution with the flipped kernel.
             # Its im2col has C_out*kh*kw rows, col2im's input below C_in*kh*kw: take the smaller.
-            return conv_transpose_stride1(dy, self.params["weight"], (ph, pw))
+            return conv_transpose_stride1(dy, self.params["weight"], (ph, pw), self._workspace)
         w_mat = self.params["weight"].reshape(self.out_channels, -1)
         dx_pad = col2im(w_mat.T @ dy_mat, self.x_pad_shape, kh, kw, sh, sw)
         return pad2d(dx_pad, (-pw, -pw, -ph, -ph))  # drop the padding's gradient
@@ -237,7 +246,7 @@ class ConvTranspose2d(_ConvBase):
         if (sh, sw) == (1, 1) and self.in_channels <= self.out_channels:
             # the same numbers as below as one im2col (C_in*kh*kw rows) and one product, instead of a
             # product with C_out*kh*kw rows and kh*kw adds: taken when it moves no more data
-            return self._add_bias(conv_transpose_stride1(x, self.params["weight"], (ph, pw)))
+            return self._add_bias(conv_transpose_stride1(x, self.params["weight"], (ph, pw), self._workspace))
         w_mat = self.params["weight"].reshape(self.in_channels, -1)  # (C_in, C_out*kh*kw)
         full = col2im(w_mat.T @ self.x_mat, self._full_shape(n, h, w), kh, kw, sh, sw)
         return self._add_bias(pad2d(full, (-pw, -pw, -ph, -ph)))  # keep [p, p + H_out)
@@ -245,7 +254,8 @@ class ConvTranspose2d(_ConvBase):
     def backward(self, dy: Any) -> Any:  # dy: (N, C_out, H_out, W_out)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         self._bias_grad(dy)
-        cols = im2col(pad2d(dy, (pw, pw, ph, ph)), kh, kw, sh, sw)  # (C_out*kh*kw, N*H*W)
+        dy_pad = pad2d(dy, (pw, pw, ph, ph), self._workspace, "dpad")
+        cols = im2col(dy_pad, kh, kw, sh, sw, self._workspace, "dcols")  # (C_out*kh*kw, N*H*W)
         get_array_module(dy).matmul(self.x_mat, cols.T, out=self._weight_grad_matrix())  # (C_in, C_out*kh*kw)
         w_mat = self.params["weight"].reshape(self.in_channels, -1)
         dx_mat = w_mat @ cols  # (C_in, N*H*W)
