@@ -9,7 +9,7 @@ roughly
     time = (number of operations) x (fixed cost per operation) + (arithmetic) / (throughput)
 
 - On the GPU the fixed cost dominates small problems: each launch costs some microseconds of Python, CuPy and
-  driver work, whatever the array size, and a step has a hundred or two operations (175 for the conv VAE,
+  driver work, whatever the array size, and a step has a hundred or two operations (169 for the conv VAE,
   75 for the MLP: python benchmarks/count_ops.py lists them). Below some batch size the
   step takes the same time however few images it holds: it is launch-bound. Anything that makes the host
   wait for the GPU (float(loss), a NaN check, printing) adds a full round trip on top.
