@@ -11,8 +11,8 @@ images need no gradient) fills ``grads`` but skips dL/dx and returns None, as Py
 inputs that do not require grad; Sequential then stops there.
 
 A layer may also keep scratch arrays between calls (``_workspace``: the convolutions' im2col columns
-and padded inputs). They are memory, not state: every call overwrites what it reads, and no array a
-layer returns is one of them.
+and padded inputs). They are memory, not state: a call writes a workspace before it reads it (a padded
+one keeps only its zero border from earlier calls), and no array a layer returns is one of them.
 """
 
 from __future__ import annotations
