@@ -42,11 +42,19 @@ def _reduce(elems: Any, reduction: str) -> tuple[Any, float]:
     raise ValueError(f"unknown reduction {reduction!r}: choose one of {', '.join(REDUCTIONS)}")
 
 
-def _bce_elements(logits: Any, target: Any) -> tuple[Any, Any]:
-    """(elementwise BCE, log(1 + exp(-|x|))): BCE = max(x, 0) - x t + log(1 + exp(-|x|))."""
+def _bce_elements(logits: Any, target: Any) -> tuple[Any, Any, Any]:
+    """(elementwise BCE, 1 + exp(-|x|), min(x, 0)):  BCE = max(x, 0) - x t + log(1 + exp(-|x|)).
+
+    log(1 + e) rather than log1p(e): with e = exp(-|x|) in (0, 1], rounding 1 + e costs at most half an
+    epsilon of 1 (6e-8 in float32), absolute, in a per-pixel term summed with others of order 1 (tested
+    against float64). NumPy has a vectorised float32 log but not log1p on CPUs without AVX-512: 0.23
+    against 0.87 ms at 128 x 784 on the 2-core machine, a third of the BCE's time.
+    """
     xp = get_array_module(logits)
-    log1p_e = xp.log1p(xp.exp(-xp.abs(logits)))  # exp(-|x|) is in (0, 1]: never overflows
-    return xp.maximum(logits, 0) - logits * target + log1p_e, log1p_e
+    pos, neg = xp.maximum(logits, 0), xp.minimum(logits, 0)  # x = pos + neg, |x| = pos - neg
+    one_plus_e = xp.exp(neg - pos)  # exp(-|x|), in (0, 1]: never overflows
+    one_plus_e += 1.0
+    return pos - logits * target + xp.log(one_plus_e), one_plus_e, neg
 
 
 def bce_value(logits: Any, target: Any) -> Any:
@@ -58,13 +66,13 @@ def bce_with_logits(logits: Any, target: Any, reduction: str = "batchmean") -> t
     """Binary cross-entropy of sigmoid(logits) against targets in [0, 1]; (loss, dlogits).
 
     -[t log s(x) + (1 - t) log(1 - s(x))] = max(x, 0) - x t + log(1 + exp(-|x|)),
-    finite and exact for any logit (no log(0), no overflow).   d/dx = s(x) - t, with s(x) taken from
-    the same log1p term: log s(x) = x - log(1 + e^x) = min(x, 0) - log(1 + exp(-|x|)), never positive.
+    finite for any logit (no log(0), no overflow).   d/dx = s(x) - t, with s(x) from the same 1 + e:
+    s(x) = exp(min(x, 0)) / (1 + exp(-|x|)), i.e. 1 / (1 + e^-x) for x >= 0 and e^x / (1 + e^x) below.
     """
     xp = get_array_module(logits)
-    elems, log1p_e = _bce_elements(logits, target)
+    elems, one_plus_e, neg = _bce_elements(logits, target)
     value, scale = _reduce(elems, reduction)
-    s = xp.exp(xp.minimum(logits, 0) - log1p_e)  # sigmoid(logits), in (0, 1]
+    s = xp.exp(neg) / one_plus_e  # sigmoid(logits), in [0, 1], never overflowing
     return value, (s - target) * scale
 
 

@@ -56,9 +56,9 @@ def test_bce_finite_and_exact_at_extreme_logits():
 
 
 def test_bce_gradient_float32_matches_float64_sigmoid():
-    """d/dx = sigmoid(x) - t, with sigmoid(x) = exp(min(x, 0) - log(1 + exp(-|x|))) in float32: within one
-    float32 epsilon of the float64 value everywhere, and within 2 (|x| + 1) epsilons relative to it while
-    sigmoid(x) is a normal float32 (the subtraction inside exp rounds at the scale of |x|)."""
+    """d/dx = sigmoid(x) - t, with sigmoid(x) = exp(min(x, 0)) / (1 + exp(-|x|)) in float32: within one
+    float32 epsilon of the float64 value everywhere, and within 2 epsilons relative to it while sigmoid(x)
+    is a normal float32 (min(x, 0) goes into exp alone, so nothing rounds at the scale of |x|)."""
     x = np.linspace(-100, 100, 20001).astype(np.float32)
     _, grad = bce_with_logits(x, np.zeros_like(x), "sum")  # t = 0: the gradient is sigmoid(x)
     assert grad.dtype == np.float32
@@ -67,7 +67,21 @@ def test_bce_gradient_float32_matches_float64_sigmoid():
     assert np.abs(grad - s).max() <= eps
     normal = s > tiny
     rel = np.abs(grad - s)[normal] / s[normal]
-    assert (rel / ((np.abs(x[normal]) + 1.0) * eps)).max() <= 2.0
+    assert rel.max() <= 2.0 * eps
+
+
+def test_bce_value_float32_matches_float64():
+    """The float32 BCE, log(1 + e) form, against float64 over logits in [-100, 100] and targets 0, 1/2
+    and 1: within (|x| + 1) float32 epsilons (max(x, 0) - x t rounds at the scale of |x|)."""
+    x = np.linspace(-100, 100, 20001).astype(np.float32)
+    eps = float(np.finfo(np.float32).eps)
+    for t in (0.0, 0.5, 1.0):
+        target = np.full_like(x, t)
+        value, _ = bce_with_logits(x, target, "none")
+        x64 = x.astype(np.float64)
+        exact = np.maximum(x64, 0) - x64 * t + np.log1p(np.exp(-np.abs(x64)))
+        assert value.dtype == np.float32
+        assert (np.abs(value - exact) / ((np.abs(x64) + 1.0) * eps)).max() <= 1.0
 
 
 def test_bce_matches_the_probability_formula(rng):
