@@ -272,12 +272,13 @@ def pad2d(
     hp, wp = h + t + b, w + l + r
     # keep x's memory layout (the convolutions leave activations channel-major), which keeps the next
     # im2col's reads contiguous
-    key = f"{name}{padding}"  # a border is zero only for the padding it was made for
     if workspace is None:
         out = get_array_module(x).zeros_like(x, shape=(n, c, hp, wp))
-    elif x.strides[1] > x.strides[0]:  # channel-major: (C, N, H, W) in memory
-        out = workspace(key, (c, n, hp, wp), x, zeros=True).transpose(1, 0, 2, 3)
     else:
-        out = workspace(key, (n, c, hp, wp), x, zeros=True)
+        key = f"{name}{padding}"  # a border is zero only for the padding it was made for
+        if x.strides[1] > x.strides[0]:  # channel-major: (C, N, H, W) in memory
+            out = workspace(key, (c, n, hp, wp), x, zeros=True).transpose(1, 0, 2, 3)
+        else:
+            out = workspace(key, (n, c, hp, wp), x, zeros=True)
     out[:, :, t : t + h, l : l + w] = x
     return out
