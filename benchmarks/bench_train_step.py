@@ -334,7 +334,14 @@ def main() -> int:
     info: dict[str, Any] = {"machine": platform.machine(), "processor": platform.processor(),
                             "python": platform.python_version(), "numpy": np.__version__,
                             "minivae_from": str(Path(minivae.__file__).parent)}  # fmt: skip
-    print(f"timing the minivae in {info['minivae_from']}", file=sys.stderr)
+    try:  # an older minivae (gpu_before_after.sh times one) has no minivae.kernels
+        from minivae import kernels
+
+        info["fused_kernels"] = kernels.ENABLED
+    except ImportError:
+        info["fused_kernels"] = None
+    fused = {True: "on", False: "off (MINIVAE_FUSED=0)", None: "not in this minivae"}[info["fused_kernels"]]
+    print(f"timing the minivae in {info['minivae_from']}, fused kernels {fused}", file=sys.stderr)
     try:
         import torch
 

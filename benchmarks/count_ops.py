@@ -2,6 +2,7 @@
 
     python benchmarks/count_ops.py                     # conv model, batch 32
     python benchmarks/count_ops.py --arch mlp --by-line
+    python benchmarks/count_ops.py --unfused           # without minivae.kernels (MINIVAE_FUSED=0)
 
 On a GPU a small step is bound by launches, not arithmetic: each launch costs a few microseconds of
 driver time plus CuPy's Python dispatch, whatever the batch size. This script runs one step on NumPy
@@ -12,7 +13,8 @@ zeros/zeros_like fill, and arithmetic on a full reduction's result (a NumPy scal
 so a kernel on CuPy). Views (transpose, slicing, a reshape that is a view) and empty allocations launch
 nothing and are not counted; nor is assigning an array to itself, which NumPy and CuPy both skip. The
 count is a model of CuPy's launches, not a trace of them: a kernel CuPy splits in two (some reductions)
-or a copy cuBLAS makes internally is not seen. CuPy-only kernels (the fused Adam update) count as one.
+or a copy cuBLAS makes internally is not seen. CuPy-only kernels (the fused Adam update and those of
+minivae.kernels) count as one each; --unfused counts the NumPy lines they replace instead.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from typing import Any
 import numpy as np
 
 import minivae
-from minivae import optim
+from minivae import kernels, optim
+from minivae.layers import ReLU, conv
+from minivae.losses import bce_with_logits, kl_normal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train_step import setup  # noqa: E402  (the benchmark's own model, batch and noise)
@@ -164,21 +168,61 @@ def counting_numpy():
         m for n, m in sys.modules.items() if n.startswith("minivae") and hasattr(m, "get_array_module")
     ]
     saved_fused = optim._fused_adam
+    saved_kernels = {name: getattr(kernels, name) for name in FUSED}
     for m in modules:
         m.get_array_module = get_array_module
-    # CountingNumpy is not numpy, so Adam takes its CuPy branch: one fused kernel, counted as one
+    # CountingNumpy is not numpy, so Adam and the layers take their CuPy branches: each fused kernel
+    # counted as one, its result computed by the NumPy lines it stands for (on plain arrays: uncounted)
     optim._fused_adam = lambda: lambda *args: count("fused Adam kernel (CuPy)")
+    for name, (label, reference) in FUSED.items():
+        setattr(kernels, name, _stub(label, reference))
     try:
         yield
     finally:
         for m in modules:
             m.get_array_module = real
         optim._fused_adam = saved_fused
+        for name, fn in saved_kernels.items():
+            setattr(kernels, name, fn)
 
 
-def count_step(arch: str, batch: int, check_finite: bool = True) -> tuple[Counter, Counter]:
+def _relu_reference(x: Any) -> tuple[Any, Any]:
+    layer = ReLU()
+    return layer.forward(x), layer.mask
+
+
+def _bce_reference(x: Any, t: Any, scale: float) -> tuple[Any, Any]:
+    elems, grad = bce_with_logits(x, t, "none")
+    return elems, grad * scale
+
+
+def _kl_reference(mu: Any, logvar: Any, beta_scale: float) -> tuple[Any, Any, Any]:
+    return kl_normal(mu, logvar, beta_scale, "none")
+
+
+# minivae.kernels' functions: (label, the NumPy computation each stands for)
+FUSED = {
+    "col2im": ("fused col2im kernel (CuPy)", conv.col2im),
+    "relu": ("fused ReLU kernel (CuPy)", _relu_reference),
+    "bce_with_logits_elements": ("fused BCE kernel (CuPy)", _bce_reference),
+    "kl_normal_elements": ("fused KL kernel (CuPy)", _kl_reference),
+}
+
+
+def _stub(label: str, reference: Any) -> Any:
+    def stub(*args: Any) -> Any:
+        count(label)
+        return counting(reference(*plain(args)))
+
+    return stub
+
+
+def count_step(
+    arch: str, batch: int, check_finite: bool = True, fused: bool = True
+) -> tuple[Counter, Counter]:
     """Operations of the second of two training steps (the first builds Adam's state), as CuPy
-    training runs them: parameters laid end to end (flatten_parameters), Adam fused."""
+    training runs them: parameters laid end to end (flatten_parameters), Adam fused, and the kernels
+    of minivae.kernels (fused=False: their NumPy lines instead, as with MINIVAE_FUSED=0)."""
     from minivae.config import TrainConfig
     from minivae.train import make_optimizer, train_step
 
@@ -187,6 +231,7 @@ def count_step(arch: str, batch: int, check_finite: bool = True) -> tuple[Counte
         module.params[key] = module.params[key].view(CountingArray)
         module.grads[key] = module.grads[key].view(CountingArray)
     x, eps = x.view(CountingArray), eps.view(CountingArray)
+    saved, kernels.ENABLED = kernels.ENABLED, fused
     with counting_numpy():
         opt = make_optimizer(TrainConfig(lr=1e-3), model)  # not numpy, so it flattens, as for CuPy
         assert model.flat is not None and opt.flat is not None
@@ -194,6 +239,7 @@ def count_step(arch: str, batch: int, check_finite: bool = True) -> tuple[Counte
         for _ in range(2):
             OPS.clear(), SITES.clear()
             train_step(model, opt, x, eps, 1.0, "elbo", check_finite=check_finite, check_values=False)
+    kernels.ENABLED = saved
     return Counter(OPS), Counter(SITES)
 
 
@@ -202,9 +248,13 @@ def main() -> int:
     p.add_argument("--arch", default="conv", choices=["mlp", "conv"])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--by-line", action="store_true", help="also list the count of each line of minivae")
+    p.add_argument("--unfused", action="store_true", help="without minivae.kernels (as MINIVAE_FUSED=0)")
     args = p.parse_args()
-    ops, sites = count_step(args.arch, args.batch)
-    print(f"{args.arch}, batch {args.batch}: {sum(ops.values())} array operations in one training step")
+    ops, sites = count_step(args.arch, args.batch, fused=not args.unfused)
+    how = "NumPy lines instead of minivae.kernels" if args.unfused else "minivae.kernels fused, as on CuPy"
+    print(
+        f"{args.arch}, batch {args.batch}: {sum(ops.values())} array operations in one training step ({how})"
+    )
     for kind, n in ops.most_common():
         print(f"  {n:5d}  {kind}")
     if args.by_line:

@@ -6,10 +6,11 @@
 # .before is git-ignored: name it in the device tool's carry, beside .gpu_data. Commit 8095f4a is the code
 # behind the README's H200 table (conv batch 32 at 5.70 ms); the current benchmark times older packages too
 # (one without train_step's check_values checks the images every step, as its training loop did).
-# Runs the CuPy tests of the layers, optimizer and models; times the step of the older package (CuPy)
-# and of this one (CuPy beside PyTorch CUDA), NumPy at conv batch 256 for the CuPy/NumPy ratio, a
-# per-layer profile, what one operation of each kind costs (op_cost.py), and one epoch of real training
-# (the seed protocol on 9,600 images).
+# Runs the CuPy tests of the kernels, layers, losses, optimizer and models; times the conv step of the
+# older package (CuPy), this one with minivae.kernels off (MINIVAE_FUSED=0) and on (beside PyTorch
+# CUDA, every arch and batch), NumPy at conv batch 256 for the CuPy/NumPy ratio, a per-layer profile,
+# what one operation of each kind costs (op_cost.py), and one epoch of real training (the seed
+# protocol on 9,600 images). About 4 minutes.
 set -uo pipefail
 BEFORE=${1:?usage: gpu_before_after.sh BEFORE_DIR OUTDIR}
 OUT=${2:?usage: gpu_before_after.sh BEFORE_DIR OUTDIR}
@@ -19,11 +20,16 @@ export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   echo "== tests ($SECONDS s)"
   XDIST=$(python -c "import xdist" 2>/dev/null && echo "-n 6")
-  PYTHONPATH=. timeout 90 python -m pytest -q -p no:cacheprovider $XDIST -k "cupy or backend" \
-    tests/test_optim.py tests/test_conv.py tests/test_layers.py tests/test_models.py tests/test_backend.py 2>&1 | tail -4
+  PYTHONPATH=. timeout 120 python -m pytest -q -p no:cacheprovider $XDIST -k "cupy or backend" -rf \
+    tests/test_kernels.py tests/test_losses.py tests/test_optim.py tests/test_conv.py tests/test_layers.py \
+    tests/test_models.py tests/test_backend.py 2>&1 | tail -12
   echo "== before: $BEFORE ($SECONDS s)"
-  PYTHONPATH=$BEFORE timeout 90 python benchmarks/bench_train_step.py --backend cupy --no-torch --json "$OUT/before.json" 2>&1
-  echo "== after ($SECONDS s)"
+  PYTHONPATH=$BEFORE timeout 60 python benchmarks/bench_train_step.py --backend cupy --arch conv --no-torch \
+    --json "$OUT/before.json" 2>&1 | tail -8
+  echo "== this minivae, fused kernels off ($SECONDS s)"
+  MINIVAE_FUSED=0 PYTHONPATH=. timeout 60 python benchmarks/bench_train_step.py --backend cupy --arch conv --no-torch \
+    --json "$OUT/unfused.json" 2>&1 | tail -8
+  echo "== this minivae, fused kernels on, beside PyTorch CUDA ($SECONDS s)"
   PYTHONPATH=. timeout 100 python benchmarks/bench_train_step.py --backend cupy --json "$OUT/after.json" 2>&1
   echo "== numpy, conv batch 256 ($SECONDS s)"
   PYTHONPATH=. timeout 60 python benchmarks/bench_train_step.py --backend numpy --arch conv --batch 256 --no-torch \

@@ -9,12 +9,12 @@ fusing would buy before anyone writes a kernel. Each cost is the time per call o
 (one synchronisation before and one after), which is how the operations of a step run: on a GPU, Python
 and CuPy queue one launch after another and the device waits for them when the step is launch-bound.
 
-On CuPy it also times, beside the operations they replace, two fused kernels that minivae does not use
-(STYLE keeps one code path): ReLU's forward as one ElementwiseKernel and as cupy.fuse of the same
-Python lines, and BCE's value and gradient as one ElementwiseKernel plus its sum. On both backends it
-times col2im's stride-2 call as minivae does it (zeros and nine strided adds) and as one sum over a
-strided view (col2im_gather below, checked equal first): slower on NumPy, fewer launches on CuPy. A
-fused variant that fails to build is reported, not fatal: the table is the result either way.
+On CuPy it also times minivae.kernels' fused kernels beside the library lines they stand for (run with
+the kernels off): ReLU's forward (and, not in minivae, the same two lines through cupy.fuse), BCE's
+value and gradient, and the stride-2 col2im. On both backends it times that col2im call as the library
+writes it (zeros and nine strided adds) and as one sum over a strided view (col2im_gather below, not in
+minivae, checked equal first). A fused variant that fails to build is reported, not fatal: the table is
+the result either way.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from minivae import kernels
 from minivae.backend import backend_name, get_array_module, get_backend, synchronize
 from minivae.layers.activations import ReLU
 from minivae.layers.conv import col2im, im2col
@@ -36,6 +37,19 @@ from minivae.losses import bce_with_logits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train_step import backends_present  # noqa: E402  (the benchmark's choice of backends)
+
+
+def lines(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """fn run with minivae.kernels off: the library's own lines, as NumPy runs them."""
+
+    def call() -> Any:
+        kernels.ENABLED = False
+        try:
+            return fn()
+        finally:
+            kernels.ENABLED = True
+
+    return call
 
 
 def per_call_us(fn: Callable[[], Any], xp: Any, calls: int) -> float:
@@ -95,7 +109,7 @@ def operations(xp: Any) -> list[tuple[str, Callable[[], Any]]]:
     def gather() -> Any:
         out = col2im_gather(dcols, dshape, 3, 2)
         if not checked:  # a fast wrong answer is worth nothing: compare once, before the timed calls
-            if float(xp.abs(out - col2im(dcols, dshape, 3, 3, 2, 2)).max()) > 1e-4:
+            if float(xp.abs(out - lines(lambda: col2im(dcols, dshape, 3, 3, 2, 2))()).max()) > 1e-4:
                 raise AssertionError("col2im_gather disagrees with col2im")
             checked.append(True)
         return out
@@ -123,7 +137,10 @@ def operations(xp: Any) -> list[tuple[str, Callable[[], Any]]]:
         ("copy into a slice (pad)", pad),
         ("im2col copy (576 x 6272)", lambda: im2col(padded, 3, 3, 1, 1)),
         ("strided add (one col2im tap)", col2im_tap),
-        ("col2im, stride 2: zeros + 9 strided adds (minivae)", lambda: col2im(dcols, dshape, 3, 3, 2, 2)),
+        (
+            "col2im, stride 2: zeros + 9 strided adds (the library's lines)",
+            lines(lambda: col2im(dcols, dshape, 3, 3, 2, 2)),
+        ),
         (
             "col2im, stride 2: zeros, copy, one sum (col2im_gather)",
             gather,
@@ -134,44 +151,33 @@ def operations(xp: Any) -> list[tuple[str, Callable[[], Any]]]:
 
 
 def fused_variants(xp: Any) -> list[tuple[str, Callable[[], Any]]]:
-    """CuPy only: fused kernels beside the minivae calls they would replace (built lazily, errors kept)."""
+    """CuPy only: minivae.kernels beside the lines they stand for, and cupy.fuse of ReLU's two lines."""
     rng = np.random.default_rng(1)
     x = xp.asarray(rng.standard_normal((32, 64, 14, 14), dtype=np.float32))
     logits = xp.asarray(rng.standard_normal((32, 1, 28, 28), dtype=np.float32) * 3)
     target = xp.asarray(rng.random((32, 1, 28, 28), dtype=np.float32))
+    dcols, dshape = xp.asarray(rng.standard_normal((288, 32 * 14 * 14), dtype=np.float32)), (32, 32, 29, 29)
     relu = ReLU()
-    out: list[tuple[str, Callable[[], Any]]] = [
-        ("ReLU forward, minivae (2 operations)", lambda: relu.forward(x)),
-        ("BCE value and gradient, minivae (15 operations)", lambda: bce_with_logits(logits, target)),
-    ]
-    relu_kernel = xp.ElementwiseKernel(
-        "T x", "T y, bool mask", "mask = x > 0; y = mask ? x : (T)0;", "relu_fwd"
-    )
-    out.append(("ReLU forward, one ElementwiseKernel", lambda: relu_kernel(x)))
 
     def relu_lines(x: Any) -> Any:
         mask = x > 0
         return x * mask, mask
 
     relu_fused = xp.fuse(kernel_name="relu_fwd_fused")(relu_lines)
-    out.append(("ReLU forward, cupy.fuse of the same lines", lambda: relu_fused(x)))
-    bce_kernel = xp.ElementwiseKernel(
-        "T x, T t, T scale",
-        "T elem, T grad",
-        """
-        T l = log1p(exp(-fabs(x)));
-        elem = fmax(x, (T)0) - x * t + l;
-        grad = (exp(fmin(x, (T)0) - l) - t) * scale;
-        """,
-        "bce_fused",
-    )
-
-    def bce_fused() -> Any:
-        elem, grad = bce_kernel(logits, target, np.float32(1 / 32))
-        return elem.sum() / 32, grad
-
-    out.append(("BCE value and gradient, one ElementwiseKernel + sum", bce_fused))
-    return out
+    return [
+        ("ReLU forward, the library's lines (2 operations)", lines(lambda: relu.forward(x))),
+        ("ReLU forward, minivae.kernels.relu (1 kernel)", lambda: relu.forward(x)),
+        ("ReLU forward, cupy.fuse of the same lines", lambda: relu_fused(x)),
+        (
+            "BCE value and gradient, the library's lines (15 operations)",
+            lines(lambda: bce_with_logits(logits, target)),
+        ),
+        (
+            "BCE value and gradient, minivae.kernels (kernel, sum, divide)",
+            lambda: bce_with_logits(logits, target),
+        ),
+        ("col2im, stride 2, minivae.kernels.col2im (1 kernel)", lambda: col2im(dcols, dshape, 3, 3, 2, 2)),
+    ]
 
 
 def main() -> int:

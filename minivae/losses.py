@@ -22,6 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from minivae import kernels
 from minivae.backend import get_array_module
 
 REDUCTIONS = ("batchmean", "mean", "sum", "none")
@@ -29,17 +32,27 @@ LOSS_FORMS = ("elbo", "seed")
 SEED_BETA = 0.0005
 
 
+def _scale(shape: tuple[int, ...], reduction: str) -> float:
+    """d(reduced value)/d(element), the same for every element: 1/N, 1/size or 1."""
+    if reduction == "batchmean":
+        return 1.0 / shape[0]
+    if reduction == "mean":
+        return 1.0 / int(np.prod(shape))
+    if reduction in ("sum", "none"):
+        return 1.0
+    raise ValueError(f"unknown reduction {reduction!r}: choose one of {', '.join(REDUCTIONS)}")
+
+
 def _reduce(elems: Any, reduction: str) -> tuple[Any, float]:
     """(reduced value, scale) where d(value)/d(elems) = scale for every element."""
+    scale = _scale(elems.shape, reduction)
     if reduction == "batchmean":
-        return elems.sum() / elems.shape[0], 1.0 / elems.shape[0]
+        return elems.sum() / elems.shape[0], scale
     if reduction == "mean":
-        return elems.mean(), 1.0 / elems.size
+        return elems.mean(), scale
     if reduction == "sum":
-        return elems.sum(), 1.0
-    if reduction == "none":
-        return elems, 1.0
-    raise ValueError(f"unknown reduction {reduction!r}: choose one of {', '.join(REDUCTIONS)}")
+        return elems.sum(), scale
+    return elems, scale  # "none"
 
 
 def _bce_elements(logits: Any, target: Any) -> tuple[Any, Any, Any]:
@@ -70,6 +83,9 @@ def bce_with_logits(logits: Any, target: Any, reduction: str = "batchmean") -> t
     s(x) = exp(min(x, 0)) / (1 + exp(-|x|)), i.e. 1 / (1 + e^-x) for x >= 0 and e^x / (1 + e^x) below.
     """
     xp = get_array_module(logits)
+    if kernels.use(xp):  # CuPy: the elementwise lines here and in _bce_elements as one kernel
+        elems, grad = kernels.bce_with_logits_elements(logits, target, _scale(logits.shape, reduction))
+        return _reduce(elems, reduction)[0], grad
     elems, one_plus_e, neg = _bce_elements(logits, target)
     value, scale = _reduce(elems, reduction)
     s = xp.exp(neg) / one_plus_e  # sigmoid(logits), in [0, 1], never overflowing
@@ -90,6 +106,9 @@ def kl_normal(mu: Any, logvar: Any, beta: float = 1.0, reduction: str = "batchme
     d/dmu = beta mu,   d/dlogvar = 0.5 beta (exp(logvar) - 1)   (times the reduction's scale).
     """
     xp = get_array_module(mu)
+    if kernels.use(xp):  # CuPy: the elementwise lines below as one kernel
+        elems, dmu, dlogvar = kernels.kl_normal_elements(mu, logvar, beta * _scale(mu.shape, reduction))
+        return beta * _reduce(elems, reduction)[0], dmu, dlogvar
     var_m1 = xp.exp(logvar) - 1.0  # exp(logvar) - 1: in the value and in d/dlogvar
     elems = 0.5 * (var_m1 + mu * mu - logvar)
     value, scale = _reduce(elems, reduction)

@@ -109,20 +109,41 @@ def test_count_ops_counts_each_array_operation_once_whatever_the_batch():
     assert count_step("conv", 3)[0] == conv_ops and sum(conv_ops.values()) > 2 * sum(ops.values())
 
 
+def test_count_ops_counts_each_fused_kernel_as_one():
+    """On CuPy the conv step's 3 col2im calls, 7 ReLU forwards, BCE and KL are one kernel each; --unfused counts
+    the lines they stand for (a fill and 9 adds per col2im, a compare and a multiply per ReLU, 13 for BCE, 8 for KL)."""
+    from count_ops import count_step
+
+    fused, unfused = count_step("conv", 2)[0], count_step("conv", 2, fused=False)[0]
+    assert fused["fused col2im kernel (CuPy)"] == 3 and fused["fused ReLU kernel (CuPy)"] == 7
+    assert fused["fused BCE kernel (CuPy)"] == fused["fused KL kernel (CuPy)"] == 1 and not any(
+        "(CuPy)" in k and "Adam" not in k for k in unfused
+    )
+    assert sum(unfused.values()) - sum(fused.values()) == 3 * (10 - 1) + 7 * (2 - 1) + (13 - 1) + (8 - 1)
+
+
 def test_count_ops_counts_arithmetic_on_a_loss_value():
     """A full reduction gives CuPy a 0-d array, so dividing it by the batch is a kernel there: counted, as
     are the reductions the weight and bias gradients write in place (one operation each, no copy)."""
     import numpy as np
     from count_ops import OPS, CountingArray, counting_numpy
 
+    from minivae import kernels
     from minivae.layers import Linear
     from minivae.losses import bce_with_logits
 
     x = np.full((4, 3), 0.5, dtype=np.float32).view(CountingArray)
     with counting_numpy():
         OPS.clear()
-        bce_with_logits(x, x)  # batchmean: the sum, then / 4 (the other divide: the sigmoid's)
-        assert OPS["sum"] == 1 and OPS["divide"] == 2
+        bce_with_logits(x, x)  # batchmean: one kernel for the elements, the sum, then / 4
+        assert dict(OPS) == {"fused BCE kernel (CuPy)": 1, "sum": 1, "divide": 1}
+        OPS.clear()
+        kernels.ENABLED = False
+        try:
+            bce_with_logits(x, x)  # the library's lines: the other divide is the sigmoid's
+        finally:
+            kernels.ENABLED = True
+        assert OPS["sum"] == 1 and OPS["divide"] == 2 and sum(OPS.values()) == 15
         layer = Linear(3, 2)
         for k in layer.params:  # as count_step does: the layer's own arrays count too
             layer.params[k], layer.grads[k] = (

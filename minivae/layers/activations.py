@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from minivae import kernels
 from minivae.backend import get_array_module
 from minivae.layers.module import Module
 
@@ -12,6 +13,9 @@ class ReLU(Module):
     """y = max(x, 0).   dy/dx = 1 where x > 0, else 0 (PyTorch's choice at exactly 0).   Caches the mask."""
 
     def forward(self, x: Any) -> Any:
+        if kernels.use(get_array_module(x)):  # CuPy: both lines below as one kernel
+            y, self.mask = kernels.relu(x)
+            return y
         self.mask = x > 0
         return x * self.mask
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from minivae import kernels
 from minivae.backend import get_array_module, resolve_dtype
 from minivae.layers.init import init_weight_bias
 from minivae.layers.module import Module, Workspace, pad2d
@@ -74,8 +75,11 @@ def im2col_loop(x: Any, kh: int, kw: int, sh: int, sw: int) -> Any:
 
 
 def col2im(cols: Any, x_shape: tuple[int, int, int, int], kh: int, kw: int, sh: int, sw: int) -> Any:
-    """Adjoint of im2col: cols (C*kh*kw, N*Ho*Wo) -> x (N, C, H, W), overlapping entries summed."""
+    """Adjoint of im2col: cols (C*kh*kw, N*Ho*Wo) -> x (N, C, H, W), overlapping entries summed.
+    On CuPy the same sums run as one kernel (minivae.kernels.col2im) instead of a fill and kh*kw adds."""
     xp = get_array_module(cols)
+    if kernels.use(xp):
+        return kernels.col2im(cols, x_shape, kh, kw, sh, sw)
     n, c, h, w = x_shape
     ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
     cols = cols.reshape(c, kh, kw, n, ho, wo)

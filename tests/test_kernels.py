@@ -1,0 +1,138 @@
+"""minivae.kernels: each fused CuPy kernel against the library lines it stands for (on a GPU), and the
+switch that turns them off (everywhere)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import needs_cupy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minivae import kernels
+from minivae.backend import to_numpy
+from minivae.layers import ReLU
+from minivae.layers.conv import col2im
+from minivae.losses import REDUCTIONS, _scale, bce_with_logits, kl_normal
+
+
+@pytest.fixture
+def unfused(monkeypatch):
+    """A function that runs fn(*args) with the kernels off: the library's own lines, on any backend."""
+
+    def run(fn, *args):
+        monkeypatch.setattr(kernels, "ENABLED", False)
+        try:
+            return fn(*args)
+        finally:
+            monkeypatch.setattr(kernels, "ENABLED", True)
+
+    return run
+
+
+def test_numpy_never_takes_the_kernels():
+    assert kernels.ENABLED  # on unless MINIVAE_FUSED=0: the suite runs the kernels where there is CuPy
+    assert not kernels.use(np)
+
+
+def test_minivae_fused_0_turns_the_kernels_off():
+    import os
+    import subprocess
+    import sys
+
+    code = "from minivae import kernels; print(kernels.ENABLED, kernels.use(object()))"
+    for value, expect in (("0", "False False"), ("1", "True True")):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "MINIVAE_FUSED": value},
+            capture_output=True,
+            text=True,
+        )
+        assert out.stdout.split() == expect.split(), out.stderr
+
+
+@needs_cupy
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(1, 3),
+    k=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    s=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    out=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    extra=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+)
+def test_col2im_kernel_equals_the_loop_bit_for_bit(n, c, k, s, out, extra):
+    """The kernel adds each pixel's terms in the loop's order, from 0: the same float32 sums exactly.
+    `extra` rows and columns past the last window (as a stride leaves) must come out zero."""
+    import cupy
+
+    (kh, kw), (sh, sw), (ho, wo) = k, s, out
+    h, w = (ho - 1) * sh + kh + extra[0] % sh, (wo - 1) * sw + kw + extra[1] % sw
+    cols = np.random.default_rng(n + 10 * c).standard_normal((c * kh * kw, n * ho * wo)).astype(np.float32)
+    fused = kernels.col2im(cupy.asarray(cols), (n, c, h, w), kh, kw, sh, sw)
+    kernels.ENABLED = False
+    try:
+        loop = col2im(cupy.asarray(cols), (n, c, h, w), kh, kw, sh, sw)
+    finally:
+        kernels.ENABLED = True
+    assert fused.shape == (n, c, h, w) and fused.strides[1] > fused.strides[0]  # channel-major, as the loop's
+    np.testing.assert_array_equal(to_numpy(fused), to_numpy(loop))
+    np.testing.assert_array_equal(to_numpy(fused), col2im(cols, (n, c, h, w), kh, kw, sh, sw))
+
+
+@needs_cupy
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relu_kernel_equals_the_two_lines_bit_for_bit(dtype, unfused):
+    """Zeros keep their sign and NaN stays NaN, as x * (x > 0) gives them."""
+    import cupy
+
+    x = np.random.default_rng(0).standard_normal((4, 3, 5, 5)).astype(dtype)
+    x.flat[:3] = [0.0, -0.0, np.nan]
+    xc = cupy.asarray(x).transpose(1, 0, 2, 3)  # a channel-major view, as the convolutions return
+    fused, ref = ReLU(), ReLU()
+    y, y_ref = fused.forward(xc), unfused(ref.forward, xc)
+    np.testing.assert_array_equal(to_numpy(y), to_numpy(y_ref))
+    assert np.array_equal(np.signbit(to_numpy(y)), np.signbit(to_numpy(y_ref)))
+    np.testing.assert_array_equal(to_numpy(fused.mask), to_numpy(ref.mask))
+    dy = cupy.ones_like(xc)
+    np.testing.assert_array_equal(to_numpy(fused.backward(dy)), to_numpy(ref.backward(dy)))
+
+
+@needs_cupy
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_bce_kernel_matches_the_elementwise_lines(reduction, unfused):
+    """float32 value and gradient of the kernel against the library's lines on the same GPU: the value
+    within (|x| + 1) epsilons per element (as against float64), the gradient within 2 epsilons."""
+    import cupy
+
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((8, 1, 28, 28)) * 20).astype(np.float32)
+    x.flat[:3] = [0.0, 100.0, -100.0]
+    t = rng.random(x.shape).astype(np.float32)
+    xc, tc = cupy.asarray(x), cupy.asarray(t)
+    value, grad = bce_with_logits(xc, tc, reduction)
+    ref_value, ref_grad = unfused(bce_with_logits, xc, tc, reduction)
+    eps = np.finfo(np.float32).eps
+    if reduction == "none":
+        assert np.all(np.abs(to_numpy(value) - to_numpy(ref_value)) <= (np.abs(x) + 1) * eps)
+    else:  # the same reduction kernel over elements that differ by an epsilon or so
+        np.testing.assert_allclose(to_numpy(value), to_numpy(ref_value), rtol=1e-5)
+    scale = _scale(x.shape, reduction)  # grad = (sigmoid(x) - t) * scale, |sigmoid(x) - t| <= 1
+    np.testing.assert_allclose(to_numpy(grad), to_numpy(ref_grad), rtol=0, atol=2 * eps * scale)
+    nan_value, nan_grad = bce_with_logits(
+        cupy.asarray([[np.nan]], dtype=np.float32), tc[:1, 0, 0, :1], "none"
+    )
+    assert np.isnan(to_numpy(nan_value)).all() and np.isnan(to_numpy(nan_grad)).all()
+
+
+@needs_cupy
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_kl_kernel_matches_the_elementwise_lines(reduction, unfused):
+    """float32 KL value and gradients of the kernel against the library's lines on the same GPU."""
+    import cupy
+
+    rng = np.random.default_rng(2)
+    mu, logvar = (cupy.asarray((rng.standard_normal((16, 15)) * 3).astype(np.float32)) for _ in range(2))
+    fused, ref = kl_normal(mu, logvar, 0.7, reduction), unfused(kl_normal, mu, logvar, 0.7, reduction)
+    for a, b in zip(fused, ref):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-6, atol=1e-6 * float(abs(b).max()))
