@@ -20,7 +20,7 @@ export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   echo "== tests ($SECONDS s)"
   XDIST=$(python -c "import xdist" 2>/dev/null && echo "-n 6")
-  PYTHONPATH=. timeout 120 python -m pytest -q -p no:cacheprovider $XDIST -k "cupy or backend" -rf \
+  PYTHONPATH=. timeout 120 python -m pytest -q -p no:cacheprovider $XDIST -k "cupy or backend or kernels" -rf \
     tests/test_kernels.py tests/test_losses.py tests/test_optim.py tests/test_conv.py tests/test_layers.py \
     tests/test_models.py tests/test_backend.py 2>&1 | tail -12
   echo "== before: $BEFORE ($SECONDS s)"
