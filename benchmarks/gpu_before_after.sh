@@ -18,6 +18,8 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 {
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+  # a small step is bound by the host's Python dispatch, so the host CPU matters as much as the GPU
+  lscpu | grep -E "^Model name|^CPU\(s\)|MHz" | tr -s " "
   echo "== tests ($SECONDS s)"
   XDIST=$(python -c "import xdist" 2>/dev/null && echo "-n 6")
   PYTHONPATH=. timeout 120 python -m pytest -q -p no:cacheprovider $XDIST -k "cupy or backend or kernels" -rf \

@@ -263,8 +263,10 @@ def pad2d(
     """
     left, right, top, bottom = padding
     n, c, h, w = x.shape
-    # crop first (negative entries), then pad (positive entries)
-    x = x[:, :, max(-top, 0) : h - max(-bottom, 0), max(-left, 0) : w - max(-right, 0)]
+    # crop first (negative entries), then pad (positive entries); a slice only when there is a crop, as
+    # on CuPy even an empty one costs as much host time as a small kernel launch
+    if min(padding) < 0:
+        x = x[:, :, max(-top, 0) : h - max(-bottom, 0), max(-left, 0) : w - max(-right, 0)]
     if max(padding) <= 0:
         return x
     t, b, l, r = max(top, 0), max(bottom, 0), max(left, 0), max(right, 0)
