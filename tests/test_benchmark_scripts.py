@@ -194,3 +194,32 @@ def test_op_cost_times_every_kind_of_operation_on_numpy(tmp_path):
     costs = json.loads(out.read_text())["numpy"]
     assert len(costs) == 17 and all(isinstance(v, float) and v > 0 for v in costs.values()), costs
     assert "| matmul 64x576 @ 576x6272" in proc.stdout and "numpy (µs per call)" in proc.stdout
+
+
+def test_relu_flips_names_the_units_on_the_other_side_of_zero(monkeypatch):
+    """benchmarks/relu_flips.py: one entry per ReLU layer of the model, listing (image, unit) where the
+    float32 mask differs from float64's; none in this small first step, and a planted one is found."""
+    import numpy as np
+    import relu_flips
+
+    assert relu_flips.flips("conv", 2) == {k: [] for k in relu_flips.relu_masks("conv", 2, np, "float64")}
+    assert len(relu_flips.flips("conv", 2)) == 7  # the conv model's ReLUs
+    real = relu_flips.relu_masks
+
+    def planted(arch, batch, xp, dtype):
+        masks = real(arch, batch, xp, dtype)
+        if dtype == "float32":
+            masks["decoder.1"][1, 37] = ~masks["decoder.1"][1, 37]
+        return masks
+
+    monkeypatch.setattr(relu_flips, "relu_masks", planted)
+    found = relu_flips.flips("mlp", 3)
+    assert found["decoder.1"] == [[1, 37]] and found["encoder.2"] == []
+
+
+def test_host_time_queues_and_finishes_numpy_steps_together():
+    """benchmarks/host_time.py: NumPy runs each step as it is queued, so the two times are the same run."""
+    import host_time
+
+    queued, done = host_time.queued_and_done("mlp", 4, "numpy", 2)
+    assert 0 < queued <= done < queued * 1.5
