@@ -49,7 +49,8 @@ minivae/kernels.py ran col2im, ReLU's forward, BCE and KL as one CuPy kernel eac
 On one H200 on 2026-11-28 the conv step at batch 32 went 6.2 ms (before all of that) -> 4.4 (kernels
 off) -> 3.6 ms (on), against PyTorch's 4.2: each launch saved was worth about 16 microseconds. By then the
 step was bound by the host: Python queued the steps as fast as the GPU finished them, so the same code
-took 2.9 to 4.8 ms on three machines with the same GPU but different host CPUs. On the CPU the flattening
+took 2.8 to 4.8 ms on four machines with the same GPU, and drifted that much on one machine within
+minutes, while PyTorch's step held at 3.6 to 4.6 ms. On the CPU the flattening
 is a few per cent slower (one big array falls out of cache between Adam's passes), so there the update
 stays per parameter: what pays on one machine can cost on the other, and only a measurement tells.
 
