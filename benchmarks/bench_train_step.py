@@ -10,7 +10,9 @@ interquartile range; samples/s; FLOPs per step counted from the layer shapes (3 
 2 * multiply-adds: forward, input gradient, weight gradient); the achieved GFLOP/s and its fraction
 of the float32 GEMM rate measured in the same run. Each backend's step is first checked against
 NumPy's on the same weights, batch and noise. CuPy timings synchronise the device. With PyTorch
-importable, the same model runs in PyTorch in the same process, and the table shows minivae / PyTorch.
+importable, the same model runs in PyTorch in the same process (on a GPU its steps interleaved with
+minivae's in blocks of 5, so that drift in the host's speed falls on both; on the CPU after them, as
+interleaved thread pools fight for the cores), and the table shows minivae / PyTorch.
 Speed goals live here, never in the test suite.
 """
 
@@ -156,22 +158,39 @@ def check_against_numpy(arch: str, batch: int, xp: Any) -> dict[str, Any]:
     }
 
 
-def time_steps(step, xp: Any, warmup: int, steps: int) -> list[float]:
-    for _ in range(warmup):
-        step()
-    synchronize(xp)
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        synchronize(xp)
-        times.append(time.perf_counter() - t)
+def interleaved(runs: list[tuple[Any, Any]], steps: int, block: int = 5) -> list[list[float]]:
+    """`steps` synchronised step times for each (step, sync), taken in alternating blocks of `block` steps.
+
+    A shared machine's speed drifts: on the GPU machines the same CuPy step took 2.8 to 4.5 ms within a
+    few minutes (its host dispatch, README). Timed one after the other, two steps would each get a
+    different stretch of that drift; interleaved, both see the same, and their ratio is side by side.
+    """
+    times: list[list[float]] = [[] for _ in runs]
+    while len(times[0]) < steps:
+        for (step, sync), ts in zip(runs, times):
+            for _ in range(min(block, steps - len(ts))):
+                t = time.perf_counter()
+                step()
+                sync()
+                ts.append(time.perf_counter() - t)
     return times
 
 
-def bench_minivae(arch: str, batch: int, xp: Any, warmup: int, steps: int) -> tuple[list[float], dict]:
-    """Step times, and for CuPy the memory pool's bytes in use after the warm-up and after the timed
-    steps: in steady state a step frees all it allocates, so the two must be equal (no growth)."""
+def warmed_times(run: tuple[Any, Any], warmup: int, steps: int) -> list[float]:
+    """`steps` synchronised times of one (step, sync), after `warmup` steps."""
+    step, sync = run
+    for _ in range(warmup):
+        step()
+    sync()
+    return interleaved([run], steps)[0]
+
+
+def bench_minivae(
+    arch: str, batch: int, xp: Any, warmup: int, steps: int, beside: tuple[Any, Any] | None = None
+) -> tuple[list[float], dict, list[float] | None]:
+    """Step times; for CuPy the memory pool's bytes in use after the warm-up and after the timed steps
+    (in steady state a step frees all it allocates, so the two must be equal: no growth); and, given
+    `beside` (another (step, sync), e.g. PyTorch's), its times, taken interleaved with minivae's."""
     model, opt, x, eps = setup(arch, batch, xp)
     # as the training loop runs it: no host wait. An older minivae (gpu_before_after.sh times one) has
     # no check_values and checks the images in every step, as its loop did.
@@ -180,16 +199,20 @@ def bench_minivae(arch: str, batch: int, xp: Any, warmup: int, steps: int) -> tu
     def step():
         train_step(model, opt, x, eps, 1.0, "elbo", check_finite=False, **kw)
 
+    runs = [(step, lambda: synchronize(xp))] + ([beside] if beside else [])
+    for fn, sync in runs:
+        for _ in range(warmup):
+            fn()
+        sync()
+    pool = xp.get_default_memory_pool() if xp is not np else None
     mem: dict[str, int] = {}
-    if xp is not np:
-        pool = xp.get_default_memory_pool()
-        time_steps(step, xp, warmup, 0)
+    if pool is not None:
         mem["pool_used_after_warmup"] = pool.used_bytes()
-        times = time_steps(step, xp, 0, steps)
+    times = interleaved(runs, steps)
+    if pool is not None:
         mem["pool_used_after_steps"] = pool.used_bytes()
         mem["pool_total"] = pool.total_bytes()
-        return times, mem
-    return time_steps(step, xp, warmup, steps), mem
+    return times[0], mem, times[1] if beside else None
 
 
 # ---------------------------------------------------------------------------------------- PyTorch
@@ -215,7 +238,8 @@ def torch_model(arch: str, torch: Any):
     return enc, heads, dec
 
 
-def bench_torch(arch: str, batch: int, device: str, warmup: int, steps: int) -> list[float] | None:
+def torch_step(arch: str, batch: int, device: str) -> tuple[Any, Any] | None:
+    """(step, sync) for the same model, batch and noise in PyTorch eager; None without PyTorch."""
     try:
         import torch
     except ImportError:
@@ -238,17 +262,7 @@ def bench_torch(arch: str, batch: int, device: str, warmup: int, steps: int) -> 
         (recon + kl).backward()
         opt.step()
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        step()
-    sync()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t)
-    return times
+    return step, (torch.cuda.synchronize if device == "cuda" else (lambda: None))
 
 
 # ---------------------------------------------------------------------------------------- profile
@@ -367,7 +381,16 @@ def main() -> int:
                     print(f"  {arch} batch {batch} {name}: NOT TIMED: {e}", file=sys.stderr)
                     results.append({"arch": arch, "batch": batch, "backend": name, "wrong_result": str(e)})
                     continue
-                times, mem = bench_minivae(arch, batch, xp, args.warmup, args.steps)
+                device = "cuda" if name == "cupy" else "cpu"
+                other = None if args.no_torch else torch_step(arch, batch, device)
+                # On a GPU the two steps are interleaved, so drift in the host's speed falls on both. On
+                # the CPU they run one after the other: interleaved, each library's worker threads, still
+                # spinning after its block, take the cores from the other's (PyTorch's MLP step at batch
+                # 128 went from 11.7 to 25 ms on the 2-core machine).
+                together = other if name == "cupy" else None
+                times, mem, tt = bench_minivae(arch, batch, xp, args.warmup, args.steps, together)
+                if other is not None and together is None:
+                    tt = warmed_times(other, args.warmup, args.steps)
                 med = statistics.median(times)
                 q = statistics.quantiles(times, n=4)
                 rec = {
@@ -379,13 +402,9 @@ def main() -> int:
                 if mem:
                     rec["memory"] = mem
                     rec["memory_growth_bytes"] = mem["pool_used_after_steps"] - mem["pool_used_after_warmup"]
-                if not args.no_torch:
-                    tt = bench_torch(
-                        arch, batch, "cuda" if name == "cupy" else "cpu", args.warmup, args.steps
-                    )
-                    if tt:
-                        rec["torch_ms_median"] = statistics.median(tt) * 1e3
-                        rec["ratio_vs_torch"] = rec["ms_median"] / rec["torch_ms_median"]
+                if tt:
+                    rec["torch_ms_median"] = statistics.median(tt) * 1e3
+                    rec["ratio_vs_torch"] = rec["ms_median"] / rec["torch_ms_median"]
                 results.append(rec)
                 print(_row(rec), file=sys.stderr)
     print("\n" + table(results))

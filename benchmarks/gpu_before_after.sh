@@ -7,8 +7,8 @@
 # behind the README's H200 table (conv batch 32 at 5.70 ms); the current benchmark times older packages too
 # (one without train_step's check_values checks the images every step, as its training loop did).
 # Runs the CuPy tests of the kernels, layers, losses, optimizer and models; times the conv step of the
-# older package (CuPy), this one with minivae.kernels off (MINIVAE_FUSED=0) and on (beside PyTorch
-# CUDA, every arch and batch), NumPy at conv batch 256 for the CuPy/NumPy ratio, a per-layer profile,
+# older package (CuPy), this one with minivae.kernels on against off (ab_kernels.py, interleaved), and
+# on beside PyTorch CUDA (every arch and batch, interleaved), NumPy at conv batch 256 for the CuPy/NumPy ratio, a per-layer profile,
 # what one operation of each kind costs (op_cost.py), and one epoch of real training (the seed
 # protocol on 9,600 images). About 4 minutes.
 set -uo pipefail
@@ -28,10 +28,9 @@ export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
   echo "== before: $BEFORE ($SECONDS s)"
   PYTHONPATH=$BEFORE timeout 60 python benchmarks/bench_train_step.py --backend cupy --arch conv --no-torch \
     --json "$OUT/before.json" 2>&1 | tail -8
-  echo "== this minivae, fused kernels off ($SECONDS s)"
-  MINIVAE_FUSED=0 PYTHONPATH=. timeout 60 python benchmarks/bench_train_step.py --backend cupy --arch conv --no-torch \
-    --json "$OUT/unfused.json" 2>&1 | tail -8
-  echo "== this minivae, fused kernels on, beside PyTorch CUDA ($SECONDS s)"
+  echo "== this minivae, fused kernels on against off, interleaved ($SECONDS s)"
+  PYTHONPATH=. timeout 60 python benchmarks/ab_kernels.py --backend cupy 2>&1
+  echo "== this minivae, fused kernels on, beside PyTorch CUDA (interleaved) ($SECONDS s)"
   PYTHONPATH=. timeout 100 python benchmarks/bench_train_step.py --backend cupy --json "$OUT/after.json" 2>&1
   echo "== numpy, conv batch 256 ($SECONDS s)"
   PYTHONPATH=. timeout 60 python benchmarks/bench_train_step.py --backend numpy --arch conv --batch 256 --no-torch \

@@ -19,10 +19,9 @@ pulls the batch-mean KL towards C instead of towards 0 (beta is then the paper's
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from minivae import kernels
 from minivae.backend import get_array_module
@@ -37,7 +36,7 @@ def _scale(shape: tuple[int, ...], reduction: str) -> float:
     if reduction == "batchmean":
         return 1.0 / shape[0]
     if reduction == "mean":
-        return 1.0 / int(np.prod(shape))
+        return 1.0 / math.prod(shape)
     if reduction in ("sum", "none"):
         return 1.0
     raise ValueError(f"unknown reduction {reduction!r}: choose one of {', '.join(REDUCTIONS)}")

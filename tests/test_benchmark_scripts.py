@@ -170,7 +170,7 @@ def test_bench_times_an_older_train_step_without_check_values(monkeypatch):
         return real(model, opt, x, eps, beta, form, grad_clip, check_finite, capacity)
 
     monkeypatch.setattr(bench, "train_step", older)
-    times, _ = bench.bench_minivae("mlp", 4, np, warmup=1, steps=2)
+    times, _, _ = bench.bench_minivae("mlp", 4, np, warmup=1, steps=2)
     assert len(times) == 2 and calls == ["older"] * 3
 
     seen = []
@@ -223,3 +223,40 @@ def test_host_time_queues_and_finishes_numpy_steps_together():
 
     queued, done = host_time.queued_and_done("mlp", 4, "numpy", 2)
     assert 0 < queued <= done < queued * 1.5
+
+
+def test_interleaved_timing_alternates_blocks_and_gives_each_run_its_steps():
+    """bench_train_step.interleaved: blocks of 5 steps, minivae's then the other's, until each has n."""
+    import bench_train_step as bench
+
+    order: list[str] = []
+    runs = [(lambda: order.append("a"), lambda: None), (lambda: order.append("b"), lambda: None)]
+    times = bench.interleaved(runs, 12)
+    assert [len(t) for t in times] == [12, 12] and all(v >= 0 for t in times for v in t)
+    assert "".join(order) == "aaaaabbbbbaaaaabbbbbaabb"
+
+
+def test_bench_minivae_interleaves_a_step_beside_it():
+    import bench_train_step as bench
+    import numpy as np
+
+    calls = []
+    times, mem, beside = bench.bench_minivae(
+        "mlp", 4, np, 1, 3, beside=(lambda: calls.append(1), lambda: None)
+    )
+    assert len(times) == len(beside) == 3 and len(calls) == 1 + 3 and mem == {}
+
+
+def test_ab_kernels_steps_its_second_model_with_the_kernels_off(monkeypatch):
+    """benchmarks/ab_kernels.py: the "off" step runs with minivae.kernels.ENABLED False, and restores it."""
+    import ab_kernels
+    import numpy as np
+
+    from minivae import kernels
+
+    seen = []
+    monkeypatch.setattr(ab_kernels, "train_step", lambda *a, **k: seen.append(kernels.ENABLED))
+    step, sync = ab_kernels.kernels_off_step("mlp", 2, np)
+    step()
+    sync()
+    assert seen == [False] and kernels.ENABLED
