@@ -47,7 +47,8 @@ check one sum: about 45 launches fewer. Writing each gradient straight from its 
 (np.matmul(..., out=grad)) instead of into a temporary and then a copy removed 14 more. Then
 minivae/kernels.py ran col2im, ReLU's forward, BCE and KL as one CuPy kernel each (53 launches fewer).
 On one H200 on 2026-11-28 the conv step at batch 32 went 6.2 ms (before all of that) -> 4.4 (kernels
-off) -> 3.6 ms (on), against PyTorch's 4.2: each launch saved was worth about 16 microseconds. By then the
+off) -> 3.6 ms (on), against PyTorch's 4.2: each launch saved was worth about 16 microseconds (runs that
+interleave the two steps put the kernels' share at 18 to 27 % of the step). By then the
 step was bound by the host: Python queued the steps as fast as the GPU finished them, so the same code
 took 2.8 to 4.8 ms on four machines with the same GPU, and drifted that much on one machine within
 minutes, while PyTorch's step held at 3.6 to 4.6 ms. On the CPU the flattening
