@@ -3,6 +3,11 @@ switch that turns them off (everywhere)."""
 
 from __future__ import annotations
 
+import ctypes
+import shutil
+import subprocess
+from typing import Any
+
 import numpy as np
 import pytest
 from conftest import needs_cupy
@@ -136,3 +141,82 @@ def test_kl_kernel_matches_the_elementwise_lines(reduction, unfused):
     fused, ref = kl_normal(mu, logvar, 0.7, reduction), unfused(kl_normal, mu, logvar, 0.7, reduction)
     for a, b in zip(fused, ref):
         np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-6, atol=1e-6 * float(abs(b).max()))
+
+
+# ------------------------------------------------------------------ the kernel bodies, on the CPU
+# Without a GPU (as in CI) the bodies above would go untested. Each is C++ too: compiled inside a loop
+# over i, with the variables CuPy's ElementwiseKernel would declare (a raw array indexed flat, each
+# other argument's i-th element or a scalar, each output's i-th element as a reference), it runs on the
+# CPU and is held to the library's NumPy lines.
+
+CXX = shutil.which("c++") or shutil.which("g++")
+
+
+def run_body_on_cpu(name: str, tmp_path, size: int, *args: Any, out_dtypes: tuple) -> tuple[np.ndarray, ...]:
+    """Kernel `name` of minivae.kernels over i in [0, size), on the CPU: its outputs as flat arrays."""
+    (ins, outs), body = kernels._SOURCES[name]
+    dtype = next(a.dtype for a in args if isinstance(a, np.ndarray) and a.dtype.kind == "f")
+    ctype = {"float32": "float", "float64": "double"}[dtype.name]
+    params, decls, cargs = [], [], []
+    for spec, a in zip(ins.split(","), args):
+        *raw, ty, var = spec.split()
+        t = {"T": ctype, "int32": "int", "bool": "bool"}[ty]
+        if raw or isinstance(a, np.ndarray):
+            params.append(f"const {t}* {'' if raw else '_p_'}{var}")
+            decls.append("" if raw else f"const {t} {var} = _p_{var}[i];")
+            cargs.append(np.ascontiguousarray(a).ctypes.data_as(ctypes.c_void_p))
+        else:
+            params.append(f"{t} {var}")
+            cargs.append({"float": ctypes.c_float, "double": ctypes.c_double, "int": ctypes.c_int}[t](a))
+    results = []
+    for spec, dt in zip(outs.split(","), out_dtypes):
+        ty, var = spec.split()
+        t = {"T": ctype, "bool": "bool"}[ty]
+        params.append(f"{t}* _p_{var}")
+        decls.append(f"{t}& {var} = _p_{var}[i];")
+        results.append(np.empty(size, dtype=dt))
+        cargs.append(results[-1].ctypes.data_as(ctypes.c_void_p))
+    src = tmp_path / f"{name}_{ctype}.cpp"
+    src.write_text(
+        "#include <cmath>\n#include <cstddef>\nusing std::exp; using std::log;\n"
+        f'extern "C" void run({", ".join(params)}, std::ptrdiff_t size) {{\n  typedef {ctype} T;\n'
+        f"  for (std::ptrdiff_t i = 0; i < size; ++i) {{ {' '.join(decls)}\n{body}\n  }}\n}}\n"
+    )
+    lib = src.with_suffix(".so")
+    subprocess.run(
+        [CXX, "-O1", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True, capture_output=True
+    )
+    ctypes.CDLL(str(lib)).run(*cargs, ctypes.c_ssize_t(size))
+    return tuple(results)
+
+
+@pytest.mark.skipif(CXX is None, reason="no C++ compiler to run the kernel bodies on the CPU")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_kernel_bodies_run_on_the_cpu_equal_the_library_lines(dtype, tmp_path):
+    rng = np.random.default_rng(3)
+    for n, c, kh, kw, sh, sw, ho, wo, extra in [(2, 3, 3, 3, 2, 2, 4, 5, 1), (1, 2, 3, 2, 1, 3, 3, 2, 0),
+                                               (3, 1, 4, 1, 3, 1, 2, 6, 2), (2, 2, 1, 1, 2, 2, 3, 3, 1)]:  # fmt: skip
+        h, w = (ho - 1) * sh + kh + extra % sh, (wo - 1) * sw + kw + extra % sw
+        cols = rng.standard_normal((c * kh * kw, n * ho * wo)).astype(dtype)
+        ints = [np.int32(v) for v in (n, h, w, ho, wo, kh, kw, sh, sw)]
+        (xt,) = run_body_on_cpu("col2im", tmp_path, c * n * h * w, cols, *ints, out_dtypes=(dtype,))
+        loop = col2im(cols, (n, c, h, w), kh, kw, sh, sw).transpose(1, 0, 2, 3)  # (C, N, H, W)
+        np.testing.assert_array_equal(xt.reshape(c, n, h, w), loop)  # the same adds in the same order
+    x = rng.standard_normal(500).astype(dtype)
+    x[:3] = [0.0, -0.0, np.nan]
+    y, mask = run_body_on_cpu("relu", tmp_path, x.size, x, out_dtypes=(dtype, np.bool_))
+    np.testing.assert_array_equal(mask, x > 0)
+    np.testing.assert_array_equal(y, x * (x > 0))
+    assert np.array_equal(np.signbit(y), np.signbit(x * (x > 0)))
+    eps = np.finfo(dtype).eps
+    logits, t = (rng.standard_normal(2000) * 30).astype(dtype), rng.random(2000).astype(dtype)
+    logits[:3] = [0.0, 100.0, -100.0]
+    elem, grad = run_body_on_cpu("bce", tmp_path, logits.size, logits, t, 0.25, out_dtypes=(dtype, dtype))
+    ref_elem, ref_grad = bce_with_logits(logits, t, "none")
+    assert np.all(np.abs(elem - ref_elem) <= 2 * (np.abs(logits) + 1) * eps)
+    np.testing.assert_allclose(grad, ref_grad * 0.25, rtol=0, atol=2 * eps)
+    mu, logvar = ((rng.standard_normal(300) * 3).astype(dtype) for _ in range(2))
+    elem, dmu, dlogvar = run_body_on_cpu("kl", tmp_path, mu.size, mu, logvar, 0.7, out_dtypes=(dtype,) * 3)
+    ref = kl_normal(mu, logvar, 1.0, "none")  # beta 1, "none": the elements and unscaled gradients
+    for got, want in zip((elem, dmu, dlogvar), (ref[0], 0.7 * ref[1], 0.7 * ref[2])):
+        np.testing.assert_allclose(got, want, rtol=8 * eps, atol=8 * eps * float(np.abs(want).max()))
