@@ -29,11 +29,8 @@ def kernels_off_step(arch: str, batch: int, xp) -> tuple:
     model, opt, x, eps = setup(arch, batch, xp)
 
     def step() -> None:
-        kernels.ENABLED = False
-        try:
+        with kernels.off():
             train_step(model, opt, x, eps, 1.0, "elbo", check_finite=False, check_values=False)
-        finally:
-            kernels.ENABLED = True
 
     return step, lambda: synchronize(xp)
 

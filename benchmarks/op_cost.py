@@ -43,11 +43,8 @@ def lines(fn: Callable[[], Any]) -> Callable[[], Any]:
     """fn run with minivae.kernels off: the library's own lines, as NumPy runs them."""
 
     def call() -> Any:
-        kernels.ENABLED = False
-        try:
+        with kernels.off():
             return fn()
-        finally:
-            kernels.ENABLED = True
 
     return call
 

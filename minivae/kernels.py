@@ -11,14 +11,16 @@ follows. The CuPy tests check each kernel against those lines.
     bce_with_logits_elements     13 elementwise operations   ->  1 kernel
     kl_normal_elements           8 elementwise operations    ->  1 kernel
 
-MINIVAE_FUSED=0 in the environment turns them off (the benchmark's before/after), as does setting
-`minivae.kernels.ENABLED = False`. Adam's fused update lives with Adam (`minivae.optim`).
+MINIVAE_FUSED=0 in the environment turns them off, as does `with minivae.kernels.off():` for a block
+(the benchmarks' before/after, the tests' reference). Adam's fused update lives with Adam (`minivae.optim`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,17 @@ ENABLED = os.environ.get("MINIVAE_FUSED", "1") != "0"
 def use(xp: Any) -> bool:
     """True when the fused kernels should run: on CuPy (any array module but NumPy), unless turned off."""
     return ENABLED and xp is not np
+
+
+@contextlib.contextmanager
+def off() -> Iterator[None]:
+    """The block runs without the kernels: the library's own lines on every backend."""
+    global ENABLED
+    saved, ENABLED = ENABLED, False
+    try:
+        yield
+    finally:
+        ENABLED = saved
 
 
 @functools.cache

@@ -22,22 +22,23 @@ from minivae.losses import REDUCTIONS, _scale, bce_with_logits, kl_normal
 
 
 @pytest.fixture
-def unfused(monkeypatch):
+def unfused():
     """A function that runs fn(*args) with the kernels off: the library's own lines, on any backend."""
 
     def run(fn, *args):
-        monkeypatch.setattr(kernels, "ENABLED", False)
-        try:
+        with kernels.off():
             return fn(*args)
-        finally:
-            monkeypatch.setattr(kernels, "ENABLED", True)
 
     return run
 
 
-def test_numpy_never_takes_the_kernels():
+def test_numpy_never_takes_the_kernels_and_off_turns_them_off_for_a_block():
     assert kernels.ENABLED  # on unless MINIVAE_FUSED=0: the suite runs the kernels where there is CuPy
-    assert not kernels.use(np)
+    assert not kernels.use(np) and kernels.use(object())  # any array module but NumPy: CuPy
+    with pytest.raises(RuntimeError), kernels.off():
+        assert not kernels.use(object())
+        raise RuntimeError
+    assert kernels.use(object())  # back on, even after an exception
 
 
 def test_minivae_fused_0_turns_the_kernels_off():
@@ -75,11 +76,8 @@ def test_col2im_kernel_equals_the_loop_bit_for_bit(n, c, k, s, out, extra):
     h, w = (ho - 1) * sh + kh + extra[0] % sh, (wo - 1) * sw + kw + extra[1] % sw
     cols = np.random.default_rng(n + 10 * c).standard_normal((c * kh * kw, n * ho * wo)).astype(np.float32)
     fused = kernels.col2im(cupy.asarray(cols), (n, c, h, w), kh, kw, sh, sw)
-    kernels.ENABLED = False
-    try:
+    with kernels.off():
         loop = col2im(cupy.asarray(cols), (n, c, h, w), kh, kw, sh, sw)
-    finally:
-        kernels.ENABLED = True
     assert fused.shape == (n, c, h, w) and fused.strides == loop.strides  # channel-major, as the loop's
     np.testing.assert_array_equal(to_numpy(fused), to_numpy(loop))
     np.testing.assert_array_equal(to_numpy(fused), col2im(cols, (n, c, h, w), kh, kw, sh, sw))
