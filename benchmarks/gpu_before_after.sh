@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CuPy training step of an older minivae beside this one, on the same GPU in the same call
-# (about 3 minutes): which speed-ups paid, measured, not guessed.
+# (about 1.5 minutes on an H200): which speed-ups paid, measured, not guessed.
 #   mkdir -p .before && git archive <commit> minivae | tar -x -C .before     # the older package
 #   MINIVAE_DATA=$PWD/.gpu_data bash benchmarks/gpu_before_after.sh .before OUTDIR
 # .before is git-ignored: name it in the device tool's carry, beside .gpu_data. Commit 8095f4a is the code
@@ -10,7 +10,7 @@
 # older package (CuPy), this one with minivae.kernels on against off (ab_kernels.py, interleaved), and
 # on beside PyTorch CUDA (every arch and batch, interleaved), NumPy at conv batch 256 for the CuPy/NumPy ratio, a per-layer profile,
 # what one operation of each kind costs (op_cost.py), and one epoch of real training (the seed
-# protocol on 9,600 images). About 4 minutes.
+# protocol on 9,600 images).
 set -uo pipefail
 BEFORE=${1:?usage: gpu_before_after.sh BEFORE_DIR OUTDIR}
 OUT=${2:?usage: gpu_before_after.sh BEFORE_DIR OUTDIR}
@@ -39,7 +39,7 @@ export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
   PYTHONPATH=. timeout 60 python -m minivae train --preset seed --train-limit 12000 --test-limit 1000 --epochs 1 \
     --tsne-points 0 --backend cupy --quiet --out /tmp/one_epoch 2>&1 | tail -3
   cp /tmp/one_epoch/history.csv "$OUT/one_epoch_history.csv"
-  echo "== what one operation costs, and two fused kernels minivae does not use ($SECONDS s)"
+  echo "== what one operation costs, and minivae.kernels beside the lines they replace ($SECONDS s)"
   PYTHONPATH=. timeout 60 python benchmarks/op_cost.py --json "$OUT/op_cost.json" 2>&1
   echo "== profile ($SECONDS s)"
   PYTHONPATH=. timeout 30 python benchmarks/bench_train_step.py --profile --backend cupy --arch conv --batch 32 256 \

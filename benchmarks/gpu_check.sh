@@ -33,7 +33,7 @@ export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 cat "$OUT/env.txt"
 echo "== benchmark ($SECONDS s)"
 timeout 200 python benchmarks/bench_train_step.py --steps 20 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
-echo "== what one operation costs, and two fused kernels minivae does not use ($SECONDS s)"
+echo "== what one operation costs, and minivae.kernels beside the lines they replace ($SECONDS s)"
 timeout 60 python benchmarks/op_cost.py --json "$OUT/op_cost.json" 2>&1 | tee "$OUT/op_cost.log"
 echo "== profile: cupy, conv ($SECONDS s)"
 timeout 40 python benchmarks/bench_train_step.py --profile --backend cupy --arch conv --batch 32 256 --steps 5 \
