@@ -4,13 +4,13 @@
 #   mkdir -p .before && git archive <commit> minivae | tar -x -C .before     # the older package
 #   MINIVAE_DATA=$PWD/.gpu_data bash benchmarks/gpu_before_after.sh .before OUTDIR
 # .before is git-ignored: name it in the device tool's carry, beside .gpu_data. Commit 8095f4a is the code
-# behind the README's H200 table (conv batch 32 at 5.70 ms); the current benchmark times older packages too
+# behind the first GPU session's 5.70 ms at conv batch 32 (README); the current benchmark times older packages too
 # (one without train_step's check_values checks the images every step, as its training loop did).
 # Runs the CuPy tests of the kernels, layers, losses, optimizer and models; times the conv step of the
 # older package (CuPy), this one with minivae.kernels on against off (ab_kernels.py, interleaved), and
-# on beside PyTorch CUDA (every arch and batch, interleaved), NumPy at conv batch 256 for the CuPy/NumPy ratio, a per-layer profile,
-# what one operation of each kind costs (op_cost.py), and one epoch of real training (the seed
-# protocol on 9,600 images).
+# on beside PyTorch CUDA (every arch and batch, interleaved), NumPy at conv batch 256 for the CuPy/NumPy
+# ratio, a per-layer profile, what one operation of each kind costs (op_cost.py), and one epoch of real
+# training (the seed protocol on 9,600 images).
 set -uo pipefail
 BEFORE=${1:?usage: gpu_before_after.sh BEFORE_DIR OUTDIR}
 OUT=${2:?usage: gpu_before_after.sh BEFORE_DIR OUTDIR}
