@@ -155,14 +155,15 @@ def run_body_on_cpu(name: str, tmp_path, size: int, *args: Any, out_dtypes: tupl
     (ins, outs), body = kernels._SOURCES[name]
     dtype = next(a.dtype for a in args if isinstance(a, np.ndarray) and a.dtype.kind == "f")
     ctype = {"float32": "float", "float64": "double"}[dtype.name]
-    params, decls, cargs = [], [], []
+    params, decls, cargs, arrays = [], [], [], []  # arrays: kept alive while the C code reads them
     for spec, a in zip(ins.split(","), args):
         *raw, ty, var = spec.split()
         t = {"T": ctype, "int32": "int", "bool": "bool"}[ty]
         if raw or isinstance(a, np.ndarray):
             params.append(f"const {t}* {'' if raw else '_p_'}{var}")
             decls.append("" if raw else f"const {t} {var} = _p_{var}[i];")
-            cargs.append(np.ascontiguousarray(a).ctypes.data_as(ctypes.c_void_p))
+            arrays.append(np.ascontiguousarray(a))
+            cargs.append(arrays[-1].ctypes.data_as(ctypes.c_void_p))
         else:
             params.append(f"{t} {var}")
             cargs.append({"float": ctypes.c_float, "double": ctypes.c_double, "int": ctypes.c_int}[t](a))
@@ -191,6 +192,8 @@ def run_body_on_cpu(name: str, tmp_path, size: int, *args: Any, out_dtypes: tupl
 @pytest.mark.skipif(CXX is None, reason="no C++ compiler to run the kernel bodies on the CPU")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_kernel_bodies_run_on_the_cpu_equal_the_library_lines(dtype, tmp_path):
+    """col2im (strides 1 to 3, windows that do and do not fill the input) and ReLU bit for bit; BCE and KL
+    within float32 rounding of the NumPy lines (C++'s exp and log are not NumPy's)."""
     rng = np.random.default_rng(3)
     for n, c, kh, kw, sh, sw, ho, wo, extra in [(2, 3, 3, 3, 2, 2, 4, 5, 1), (1, 2, 3, 2, 1, 3, 3, 2, 0),
                                                (3, 1, 4, 1, 3, 1, 2, 6, 2), (2, 2, 1, 1, 2, 2, 3, 3, 1)]:  # fmt: skip
