@@ -176,12 +176,17 @@ def interleaved(runs: list[tuple[Any, Any]], steps: int, block: int = 5) -> list
     return times
 
 
+def warm(runs: list[tuple[Any, Any]], warmup: int) -> None:
+    """`warmup` untimed steps of each (step, sync): kernels compiled, memory pools filled."""
+    for step, sync in runs:
+        for _ in range(warmup):
+            step()
+        sync()
+
+
 def warmed_times(run: tuple[Any, Any], warmup: int, steps: int) -> list[float]:
     """`steps` synchronised times of one (step, sync), after `warmup` steps."""
-    step, sync = run
-    for _ in range(warmup):
-        step()
-    sync()
+    warm([run], warmup)
     return interleaved([run], steps)[0]
 
 
@@ -200,10 +205,7 @@ def bench_minivae(
         train_step(model, opt, x, eps, 1.0, "elbo", check_finite=False, **kw)
 
     runs = [(step, lambda: synchronize(xp))] + ([beside] if beside else [])
-    for fn, sync in runs:
-        for _ in range(warmup):
-            fn()
-        sync()
+    warm(runs, warmup)
     pool = xp.get_default_memory_pool() if xp is not np else None
     mem: dict[str, int] = {}
     if pool is not None:
