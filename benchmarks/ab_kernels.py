@@ -18,7 +18,7 @@ from pathlib import Path
 
 from minivae import kernels
 from minivae.backend import get_backend, synchronize
-from minivae.train import train_step
+from minivae.training.loop import train_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train_step import bench_minivae, setup  # noqa: E402

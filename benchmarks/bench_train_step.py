@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 
 from minivae.backend import backend_name, cupy_available, get_backend, synchronize, to_numpy
-from minivae.config import TrainConfig
-from minivae.layers import Conv2d, ConvTranspose2d, Linear, Module, Sequential
-from minivae.losses import vae_loss
 from minivae.models import build_model
-from minivae.train import make_optimizer, train_step
+from minivae.nn import Conv2d, ConvTranspose2d, Linear, Module, Sequential
+from minivae.nn.losses import vae_loss
+from minivae.training.config import TrainConfig
+from minivae.training.loop import make_optimizer, train_step
 
 LATENT = {"mlp": 20, "conv": 15}
 

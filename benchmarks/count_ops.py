@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 import minivae
-from minivae import kernels, optim
-from minivae.layers import ReLU, conv
-from minivae.losses import bce_with_logits, kl_normal
+from minivae import kernels
+from minivae.nn import ReLU, conv, optim
+from minivae.nn.losses import bce_with_logits, kl_normal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train_step import setup  # noqa: E402  (the benchmark's own model, batch and noise)
@@ -223,8 +223,8 @@ def count_step(
     """Operations of the second of two training steps (the first builds Adam's state), as CuPy
     training runs them: parameters laid end to end (flatten_parameters), Adam fused, and the kernels
     of minivae.kernels (fused=False: their NumPy lines instead, as with MINIVAE_FUSED=0)."""
-    from minivae.config import TrainConfig
-    from minivae.train import make_optimizer, train_step
+    from minivae.training.config import TrainConfig
+    from minivae.training.loop import make_optimizer, train_step
 
     model, _, x, eps = setup(arch, batch, np)
     for module, key in model._slots():

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from minivae.backend import get_backend, synchronize
-from minivae.train import train_step
+from minivae.training.loop import train_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train_step import setup  # noqa: E402  (the benchmark's own model, batch and noise)

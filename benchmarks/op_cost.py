@@ -31,9 +31,9 @@ import numpy as np
 
 from minivae import kernels
 from minivae.backend import backend_name, get_array_module, get_backend, synchronize
-from minivae.layers.activations import ReLU
-from minivae.layers.conv import col2im, im2col
-from minivae.losses import bce_with_logits
+from minivae.nn.activations import ReLU
+from minivae.nn.conv import col2im, im2col
+from minivae.nn.losses import bce_with_logits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train_step import backends_present  # noqa: E402  (the benchmark's choice of backends)

@@ -15,9 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-from minivae.config import PRESETS, TrainConfig
-from minivae.report import write_report
-from minivae.train import train
+from minivae.analysis.report import write_report
+from minivae.training.config import PRESETS, TrainConfig
+from minivae.training.loop import train
 
 TARGET = 106.0
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from minivae.backend import get_backend, to_numpy
-from minivae.layers import ReLU
+from minivae.nn import ReLU
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train_step import setup  # noqa: E402  (the benchmark's own model, batch and noise)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from minivae.evaluate import seed_reference, seed_training_log
-from minivae.losses import effective_beta
+from minivae.analysis.evaluate import seed_reference, seed_training_log
+from minivae.nn.losses import effective_beta
 
 LABELS = {
     "relu": "ReLU bottleneck (as the seed built it)",
@@ -142,7 +142,7 @@ def main() -> int:
     if args.summary:
         print("\n" + "\n".join(summary(args.studies)))
     if args.figure:
-        from minivae.figures import per_digit_bars
+        from minivae.analysis.figures import per_digit_bars
 
         per_digit_bars(
             bars,

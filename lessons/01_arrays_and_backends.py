@@ -50,10 +50,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from _common import expect, section
 
+from minivae.analysis.figures import image_grid
 from minivae.backend import cupy_available, get_array_module, resolve_dtype, synchronize, to_device, to_numpy
 from minivae.data import as_nchw, load_mnist, to_float
-from minivae.figures import image_grid
-from minivae.layers import sigmoid
+from minivae.nn import sigmoid
 
 
 def run() -> None:
@@ -66,7 +66,7 @@ def run() -> None:
     x = xp.linspace(-3, 3, 7, dtype=xp.float32)
     print(f"   x = {to_numpy(x)}  lives in {type(x).__module__.split('.')[0]}")
     print(f"   get_array_module(x) is {get_array_module(x).__name__}: layers take xp from their inputs")
-    print(f"   sigmoid(x) = {np.round(to_numpy(sigmoid(x)), 4)}  (minivae.layers.sigmoid, any backend)")
+    print(f"   sigmoid(x) = {np.round(to_numpy(sigmoid(x)), 4)}  (minivae.nn.sigmoid, any backend)")
 
     section("dtypes: float32 for training, float64 for gradient checks")
     eps32, eps64 = float(np.finfo(np.float32).eps), float(np.finfo(np.float64).eps)

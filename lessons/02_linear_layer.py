@@ -13,7 +13,7 @@ it only receives dy = dL/dy (N, out) from the layer above, and the chain rule do
     dL/db = sum_n dy[n]     (out,)         the bias touched every row once
     dL/dx = dy W            (N, in)        handed down to the layer below
 
-That is Linear.backward in minivae/layers/linear.py, three lines next to its forward. forward caches x,
+That is Linear.backward in minivae/nn/linear.py, three lines next to its forward. forward caches x,
 the one thing backward needs.
 
 Checking a backward
@@ -28,7 +28,7 @@ rounding, about eps |L| / h (eps = machine epsilon), which grows as h shrinks. I
 h = 1e-6 both are tiny and a correct backward agrees to a relative error near 1e-10; a wrong one is off by
 0.1 or more. In float32 (eps 1.2e-7) h = 1e-6 is lost in rounding altogether, and even the best h (about
 1e-2) leaves an error near 1e-5, too coarse to tell a small bug from noise: gradient checks run in float64.
-minivae.gradcheck.check_layer does all of this.
+minivae.nn.gradcheck.check_layer does all of this.
 
 What to look at
 ---------------
@@ -45,8 +45,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from _common import expect, section
 
-from minivae.gradcheck import check_layer
-from minivae.layers import Linear, Sequential, Tanh
+from minivae.nn import Linear, Sequential, Tanh
+from minivae.nn.gradcheck import check_layer
 
 
 class MeanBiasLinear(Linear):

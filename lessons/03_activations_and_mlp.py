@@ -27,7 +27,7 @@ and the loss is the binary cross-entropy summed over the 784 pixels, averaged ov
 
     BCE = sum_pixels  -[x log p + (1 - x) log(1 - p)],     dBCE/dlogit = p - x
 
-minivae.losses.bce_with_logits computes it from the logits directly, exact for any logit. At the start the
+minivae.nn.losses.bce_with_logits computes it from the logits directly, exact for any logit. At the start the
 logits are near 0, p = 0.5 everywhere, and BCE = 784 ln 2 = 543 nats; a trained autoencoder gets to about
 60-100. This is not yet a VAE: its codes are wherever the encoder puts them, so decoding a random code gives
 garbage. Lessons 6-8 fix that.
@@ -46,12 +46,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from _common import expect, section
 
+from minivae.analysis.figures import image_rows, loss_curves
 from minivae.backend import to_numpy
-from minivae.figures import image_rows, loss_curves
-from minivae.gradcheck import check_layer
-from minivae.layers import Flatten, LeakyReLU, Linear, ReLU, Reshape, Sequential, Sigmoid, Tanh, sigmoid
-from minivae.losses import bce_with_logits
-from minivae.optim import Adam
+from minivae.nn import Flatten, LeakyReLU, Linear, ReLU, Reshape, Sequential, Sigmoid, Tanh, sigmoid
+from minivae.nn.gradcheck import check_layer
+from minivae.nn.losses import bce_with_logits
+from minivae.nn.optim import Adam
 
 
 def autoencoder(hidden: int, code: int, rng: np.random.Generator, dtype: str = "float32") -> Sequential:

@@ -9,7 +9,7 @@ W (C_out, C_in, kH, kW), stride s and zero padding p:
     H_out = floor((H + 2p - kH) / s) + 1                                (the same for the width)
 
 (Deep-learning "convolution" is a cross-correlation: the kernel is not flipped.) Written as loops
-(minivae.reference.conv2d_loop) that is seven nested loops; in Python it is hopelessly slow.
+(minivae.nn.reference.conv2d_loop) that is seven nested loops; in Python it is hopelessly slow.
 
 im2col
 ------
@@ -21,7 +21,7 @@ Copy every kH x kW window of the input into one column of a matrix:
 and the convolution is a single matrix product, which BLAS (or cuBLAS) runs near the machine's peak.
 Entry (c, i, j | n, h, w) of cols is x_pad[n, c, s h + i, s w + j]: a fixed number of bytes away from the
 first pixel for every index, so minivae builds cols as a strided "window view" of x_pad (no copy) and
-copies it once (minivae.layers.conv.im2col; im2col_loop writes the same as one strided slice copy per
+copies it once (minivae.nn.conv.im2col; im2col_loop writes the same as one strided slice copy per
 kernel offset, 9 for 3x3). The price is memory: each input pixel is copied up to kH kW times.
 
 Backward
@@ -54,10 +54,10 @@ import numpy as np
 from _common import expect, section
 
 from minivae.backend import synchronize, to_numpy
-from minivae.gradcheck import check_layer, rel_error
-from minivae.layers import Conv2d, col2im, im2col
-from minivae.layers.conv import conv_output_size
-from minivae.reference import conv2d_loop, conv2d_loop_backward
+from minivae.nn import Conv2d, col2im, im2col
+from minivae.nn.conv import conv_output_size
+from minivae.nn.gradcheck import check_layer, rel_error
+from minivae.nn.reference import conv2d_loop, conv2d_loop_backward
 
 
 def run() -> None:

@@ -52,10 +52,10 @@ import numpy as np
 from _common import expect, section
 
 from minivae.backend import to_numpy
-from minivae.gradcheck import check_layer, rel_error
-from minivae.layers import Conv2d, ConvTranspose2d, ZeroPad2d
-from minivae.layers.conv import conv_transpose_output_size
-from minivae.reference import conv_transpose2d_loop
+from minivae.nn import Conv2d, ConvTranspose2d, ZeroPad2d
+from minivae.nn.conv import conv_transpose_output_size
+from minivae.nn.gradcheck import check_layer, rel_error
+from minivae.nn.reference import conv_transpose2d_loop
 
 
 def bilinear_kernel(k: int) -> np.ndarray:

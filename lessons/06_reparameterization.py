@@ -15,7 +15,7 @@ For a fixed eps this is an ordinary differentiable function:
 
     dz/dmu = 1          dz/dlogvar = 0.5 exp(0.5 logvar) eps = 0.5 (z - mu)
 
-and since eps has the right distribution, so does z: E[z] = mu, Var[z] = exp(logvar). minivae.reparam's
+and since eps has the right distribution, so does z: E[z] = mu, Var[z] = exp(logvar). minivae.nn.reparam's
 Reparameterize.forward takes eps explicitly (or draws it from a generator); backward(dz) returns
 (dmu, dlogvar). A fixed eps is also what makes finite-difference checks of a whole VAE possible.
 
@@ -50,8 +50,8 @@ import numpy as np
 from _common import expect, section
 
 from minivae.backend import default_rng, to_numpy
-from minivae.gradcheck import check_function
-from minivae.reparam import Reparameterize
+from minivae.nn.gradcheck import check_function
+from minivae.nn.reparam import Reparameterize
 
 
 def run() -> None:

@@ -15,7 +15,7 @@ prior is p = N(0, I). Per latent unit:
     dKL/dmu = mu         dKL/dlogvar = 0.5 (exp(logvar) - 1)
 
 summed over the units. Both terms are in nats per image; their sum is a bound on -log p(x), so different
-models can be compared by it. minivae.losses.kl_normal computes it; vae_loss(form="elbo") adds the BCE.
+models can be compared by it. minivae.nn.losses.kl_normal computes it; vae_loss(form="elbo") adds the BCE.
 
 What beta trades
 ----------------
@@ -36,7 +36,7 @@ Multiplying by 784 gives BCE_sum + (2 * 784 * beta_seed / latent) KL: a beta-VAE
     effective beta = 2 * 784 * beta_seed / latent        (0.157 at latent 5, 0.052 at 15, 0.039 at 20)
 
 So its "latent size study" also changed beta with the latent size, and its loss values cannot be compared
-across latent sizes. minivae.losses.effective_beta gives the number; converting its logged losses back to
+across latent sizes. minivae.nn.losses.effective_beta gives the number; converting its logged losses back to
 nats makes the comparison fair (below).
 
 What to look at
@@ -56,11 +56,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from _common import expect, section
 
+from minivae.analysis.evaluate import seed_training_log
 from minivae.backend import default_rng, to_numpy
-from minivae.evaluate import seed_training_log
-from minivae.gradcheck import check_function
-from minivae.losses import SEED_BETA, effective_beta, kl_normal, vae_loss
-from minivae.reparam import Reparameterize
+from minivae.nn.gradcheck import check_function
+from minivae.nn.losses import SEED_BETA, effective_beta, kl_normal, vae_loss
+from minivae.nn.reparam import Reparameterize
 
 
 def run() -> None:

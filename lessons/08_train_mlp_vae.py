@@ -11,7 +11,7 @@ PyTorch's example VAE (minivae.models.mlp_vae, build_model("mlp", 20)):
 
 The training step
 -----------------
-minivae.train.train_step is the whole of it; every line is one of the previous lessons:
+minivae.training.loop.train_step is the whole of it; every line is one of the previous lessons:
 
     logits, mu, logvar = model.forward(x, eps=eps)        # encoder, reparameterization, decoder
     loss = vae_loss(logits, x, mu, logvar, beta, "elbo")  # BCE_sum + beta KL per image, and the gradients
@@ -22,7 +22,7 @@ mu and logvar receive gradient from two places: the KL term directly (loss.dmu, 
 reconstruction term through z (Reparameterize.backward). VAE.backward adds the two.
 
 This lesson writes the loop around that step by hand: shuffle, cut into batches, draw eps, step; evaluate
-on held-out images after each epoch. minivae.train.train is the same loop with validation splits,
+on held-out images after each epoch. minivae.training.loop.train is the same loop with validation splits,
 checkpoints, resuming and early stopping, and the next lessons use it.
 
 What to expect
@@ -50,13 +50,13 @@ import _common
 import numpy as np
 from _common import expect, section
 
+from minivae.analysis.evaluate import evaluate
+from minivae.analysis.figures import image_grid, image_rows, loss_curves
 from minivae.backend import default_rng, to_numpy
-from minivae.evaluate import evaluate
-from minivae.figures import image_grid, image_rows, loss_curves
-from minivae.layers import sigmoid
 from minivae.models import build_model
-from minivae.optim import Adam
-from minivae.train import step_noise, train_step
+from minivae.nn import sigmoid
+from minivae.nn.optim import Adam
+from minivae.training.loop import step_noise, train_step
 
 
 def run() -> None:

@@ -28,7 +28,7 @@ Two things to notice:
 
 The run
 -------
-The default trains for a couple of epochs on a few thousand images with minivae.train.train (the loop
+The default trains for a couple of epochs on a few thousand images with minivae.training.loop.train (the loop
 of lesson 8 plus validation, checkpoints and early stopping) and the seed study's settings (batch 32,
 Keras-style Adam). --full runs the seed protocol itself: 48,000 / 12,000 images, 15 epochs with
 early stopping, about an hour and a half on a 2-core CPU, a few minutes on a GPU (--backend cupy).
@@ -52,13 +52,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from _common import expect, section
 
+from minivae.analysis.evaluate import evaluate, seed_reference
+from minivae.analysis.figures import image_rows, loss_curves
 from minivae.backend import to_numpy
-from minivae.config import PRESETS, TrainConfig
-from minivae.evaluate import evaluate, seed_reference
-from minivae.figures import image_rows, loss_curves
-from minivae.layers import Conv2d, ConvTranspose2d, Linear, sigmoid
 from minivae.models import build_model
-from minivae.train import train
+from minivae.nn import Conv2d, ConvTranspose2d, Linear, sigmoid
+from minivae.training.config import PRESETS, TrainConfig
+from minivae.training.loop import train
 
 
 def mult_adds(layer, x_in, y_out) -> int:
@@ -120,7 +120,7 @@ def run() -> None:
         f"   multiply-adds per image, forward: {total / 1e6:.1f} million (the MLP of lesson 8: 0.65 million)"
     )
 
-    section("a short run with the seed study's settings (minivae.train.train)")
+    section("a short run with the seed study's settings (minivae.training.loop.train)")
     overrides = lesson.pick(
         smoke=dict(train_limit=64, epochs=1, test_limit=32),
         default=dict(train_limit=2400, epochs=3, test_limit=500),

@@ -40,12 +40,12 @@ import _common
 import numpy as np
 from _common import expect, section
 
+from minivae.analysis.evaluate import evaluate, seed_reference
+from minivae.analysis.figures import image_grid, image_rows, per_digit_bars, tsne_map
 from minivae.backend import to_numpy
-from minivae.config import TrainConfig
-from minivae.evaluate import evaluate, seed_reference
-from minivae.figures import image_grid, image_rows, per_digit_bars, tsne_map
-from minivae.layers import sigmoid
-from minivae.train import train
+from minivae.nn import sigmoid
+from minivae.training.config import TrainConfig
+from minivae.training.loop import train
 
 
 def decode(model, z: np.ndarray) -> np.ndarray:

@@ -41,12 +41,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from _common import expect, section
 
+from minivae.analysis.evaluate import evaluate
+from minivae.analysis.figures import image_rows
 from minivae.backend import to_numpy
-from minivae.config import TrainConfig
-from minivae.evaluate import evaluate
-from minivae.figures import image_rows
-from minivae.layers import sigmoid
-from minivae.train import train
+from minivae.nn import sigmoid
+from minivae.training.config import TrainConfig
+from minivae.training.loop import train
 
 
 def run() -> None:

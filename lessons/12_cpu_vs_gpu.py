@@ -32,17 +32,17 @@ Measuring honestly
   for them and a matrix product can be ten times slower: OPENBLAS_NUM_THREADS=1 (or OMP_NUM_THREADS=1) then
   helps.
 
-Time per step is measured here with minivae.train.train_step as the training loop calls it: it checks the
+Time per step is measured here with minivae.training.loop.train_step as the training loop calls it: it checks the
 loss and gradients for NaN/Inf (one host round trip a step on a GPU), and skips the check that the images
 are finite and in [0, 1], which the loop makes once per data set; the breakdown below times forward, loss,
 backward and the Adam update one by one.
 
 What it looked like on an H200 (README, Results): the conv step took 5.7 ms at batch 32 and 7.8 ms at 128,
 nearly flat, so launch-bound; NumPy on that machine's 16 cores took 67 and 292 ms. Cutting launches is
-what made it faster: one fused CuPy kernel for Adam's twelve operations per parameter (minivae/optim.py),
+what made it faster: one fused CuPy kernel for Adam's twelve operations per parameter (minivae/nn/optim.py),
 one copy for im2col instead of nine, the stride-1 backward as one convolution and no gradient for the
 images took the step from 8.9 to 5.7 ms. Since then training on a GPU lays all parameters end to end
-(Module.flatten_parameters, used by minivae.train.make_optimizer), so Adam is one kernel a step and the NaN
+(Module.flatten_parameters, used by minivae.training.loop.make_optimizer), so Adam is one kernel a step and the NaN
 check one sum: about 45 launches fewer. Writing each gradient straight from its matrix product
 (np.matmul(..., out=grad)) instead of into a temporary and then a copy removed 14 more. Then
 minivae/kernels.py ran col2im, ReLU's forward, BCE and KL as one CuPy kernel each (53 launches fewer).
@@ -80,12 +80,12 @@ import numpy as np
 from _common import expect, section
 
 from minivae.backend import cupy_available, get_backend, synchronize, to_numpy
-from minivae.gradcheck import rel_error
-from minivae.layers import Conv2d, ConvTranspose2d, Linear
-from minivae.losses import vae_loss
 from minivae.models import build_model
-from minivae.optim import Adam
-from minivae.train import train_step
+from minivae.nn import Conv2d, ConvTranspose2d, Linear
+from minivae.nn.gradcheck import rel_error
+from minivae.nn.losses import vae_loss
+from minivae.nn.optim import Adam
+from minivae.training.loop import train_step
 
 LATENT = {"mlp": 20, "conv": 15}
 

@@ -21,8 +21,8 @@ import time
 import typing
 from pathlib import Path
 
-from minivae.config import PRESETS, TrainConfig, flag
 from minivae.errors import UserError
+from minivae.training.config import PRESETS, TrainConfig, flag
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -53,7 +53,7 @@ def _default_out(cfg: TrainConfig) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from minivae.train import Interrupted, train
+    from minivae.training.loop import Interrupted, train
 
     cfg, epochs = None, getattr(args, "epochs", None)
     if args.resume:
@@ -64,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"training {cfg.arch} VAE, latent {cfg.latent}, effective beta {cfg.effective_beta:.4g} "
               f"(ELBO units), on {cfg.backend}; run directory: {out}")  # fmt: skip
     try:
-        from minivae.report import write_report  # matplotlib: slow to import, so inside the try
+        from minivae.analysis.report import write_report  # matplotlib: slow to import, so inside the try
 
         model, data, _ = train(cfg, out, resume=bool(args.resume), progress=not args.quiet, epochs=epochs)
         cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
@@ -85,9 +85,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from minivae.analysis.report import write_report
     from minivae.data import as_nchw, load_mnist, to_float
-    from minivae.report import write_report
-    from minivae.train import eval_images, load_run
+    from minivae.training.loop import eval_images, load_run
 
     out = Path(args.run)
     if args.iwae_k < 0:
@@ -113,7 +113,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from minivae.sweep import sweep
+    from minivae.analysis.sweep import sweep
 
     base = config_from_args(args)
     if any(k < 1 for k in args.latents) or args.seeds < 1 or args.jobs < 1:

@@ -12,7 +12,7 @@ follows. The CuPy tests check each kernel against those lines.
     kl_normal_elements           8 elementwise operations    ->  1 kernel
 
 MINIVAE_FUSED=0 in the environment turns them off, as does `with minivae.kernels.off():` for a block
-(the benchmarks' before/after, the tests' reference). Adam's fused update lives with Adam (`minivae.optim`).
+(the benchmarks' before/after, the tests' reference). Adam's fused update lives with Adam (`minivae.nn.optim`).
 """
 
 from __future__ import annotations

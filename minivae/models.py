@@ -18,7 +18,7 @@ import numpy as np
 
 from minivae.backend import get_array_module, to_numpy
 from minivae.errors import UserError
-from minivae.layers import (
+from minivae.nn import (
     Conv2d,
     ConvTranspose2d,
     Flatten,
@@ -31,7 +31,7 @@ from minivae.layers import (
     ZeroPad2d,
     sigmoid,
 )
-from minivae.reparam import Reparameterize
+from minivae.nn.reparam import Reparameterize
 
 ARCHS = ("mlp", "conv")
 BOTTLENECKS = ("relu", "leaky_relu")
@@ -139,11 +139,6 @@ class VAE(Module):
         if sample:
             mu = self.reparam.forward(mu, logvar, rng=rng)
         return sigmoid(self.decode(mu))
-
-    def bottleneck_alive(self, x: Any) -> Any:
-        """Which units of the encoder output (the conv model's 32-unit bottleneck) are positive for some image."""
-        h = self.encoder.forward(x)
-        return (h > 0).any(axis=0)  # a ReLU unit is dead when no image makes it positive
 
 
 def mlp_vae(latent: int = 20, hidden: int = 400, init: str = "pytorch", rng=None, dtype="float32") -> VAE:

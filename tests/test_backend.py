@@ -37,7 +37,7 @@ def test_import_does_not_need_cupy():
     """`import minivae` and the whole library import with CuPy blocked."""
     code = (
         "import sys; sys.modules['cupy'] = None\n"
-        "import minivae, minivae.models, minivae.losses, minivae.optim, minivae.gradcheck\n"
+        "import minivae, minivae.models, minivae.nn.losses, minivae.nn.optim, minivae.nn.gradcheck\n"
         "print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -55,8 +55,8 @@ def test_numpy_and_cupy_agree_float32():
     """The same seeded model on both backends: one training-sized step agrees to 1e-5 relative."""
     import cupy
 
-    from minivae.losses import vae_loss
     from minivae.models import build_model
+    from minivae.nn.losses import vae_loss
 
     rng = np.random.default_rng(0)
     x = rng.random((8, 1, 28, 28)).astype(np.float32)

@@ -101,7 +101,7 @@ def test_count_ops_counts_each_array_operation_once_whatever_the_batch():
 
     ops, sites = count_step("mlp", 4)
     assert ops["fused Adam kernel (CuPy)"] == 1
-    linear_forward = sum(n for site, n in sites.items() if "layers/linear.py" in site and "(forward)" in site)
+    linear_forward = sum(n for site, n in sites.items() if "nn/linear.py" in site and "(forward)" in site)
     assert linear_forward == 2 * 5  # encoder, fc_mu, fc_logvar and the decoder's two Linears
     assert sum(sites.values()) == sum(ops.values())  # every operation traced to a line of minivae
     assert count_step("mlp", 8)[0] == ops
@@ -129,8 +129,8 @@ def test_count_ops_counts_arithmetic_on_a_loss_value():
     from count_ops import OPS, CountingArray, counting_numpy
 
     from minivae import kernels
-    from minivae.layers import Linear
-    from minivae.losses import bce_with_logits
+    from minivae.nn import Linear
+    from minivae.nn.losses import bce_with_logits
 
     x = np.full((4, 3), 0.5, dtype=np.float32).view(CountingArray)
     with counting_numpy():

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minivae.layers import Conv2d, ConvTranspose2d, col2im, im2col
-from minivae.layers.conv import conv_output_size, conv_transpose_output_size, im2col_loop
-from minivae.reference import (
+from minivae.nn import Conv2d, ConvTranspose2d, col2im, im2col
+from minivae.nn.conv import conv_output_size, conv_transpose_output_size, im2col_loop
+from minivae.nn.reference import (
     conv2d_loop,
     conv2d_loop_backward,
     conv_transpose2d_loop,

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from minivae import kernels
 from minivae.backend import to_numpy
-from minivae.layers import ReLU
-from minivae.layers.conv import col2im
-from minivae.losses import REDUCTIONS, _scale, bce_with_logits, kl_normal
+from minivae.nn import ReLU
+from minivae.nn.conv import col2im
+from minivae.nn.losses import REDUCTIONS, _scale, bce_with_logits, kl_normal
 
 
 @pytest.fixture

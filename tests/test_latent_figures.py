@@ -7,7 +7,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from minivae import latent_figures
+from minivae.analysis import latent_figures
 from minivae.models import mlp_vae
 
 

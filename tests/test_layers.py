@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minivae.gradcheck import check_layer
-from minivae.layers import (
+from minivae.nn import (
     Conv2d,
     ConvTranspose2d,
     Flatten,
@@ -20,6 +19,7 @@ from minivae.layers import (
     ZeroPad2d,
     sigmoid,
 )
+from minivae.nn.gradcheck import check_layer
 
 TOL = 1e-6  # the bound; correct layers land near 1e-9
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from conftest import needs_cupy
 
-from minivae.config import TrainConfig
-from minivae.evaluate import active_units, evaluate
-from minivae.likelihood import image_noise, iwae_bound, log_importance_weights, logsumexp
-from minivae.losses import bce_with_logits, vae_loss
+from minivae.analysis.evaluate import active_units, evaluate
+from minivae.analysis.likelihood import image_noise, iwae_bound, log_importance_weights, logsumexp
 from minivae.models import mlp_vae
-from minivae.train import train
+from minivae.nn.losses import bce_with_logits, vae_loss
+from minivae.training.config import TrainConfig
+from minivae.training.loop import train
 
 
 @pytest.fixture(scope="module")

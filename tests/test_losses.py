@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minivae.gradcheck import check_function
-from minivae.losses import REDUCTIONS, bce_with_logits, effective_beta, kl_normal, mse, vae_loss
+from minivae.nn.gradcheck import check_function
+from minivae.nn.losses import REDUCTIONS, bce_with_logits, effective_beta, kl_normal, mse, vae_loss
 
 TOL = 1e-6
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from minivae.errors import UserError
-from minivae.gradcheck import check_vae
-from minivae.layers import (
+from minivae.models import VAE, build_model
+from minivae.nn import (
     Conv2d,
     ConvTranspose2d,
     Flatten,
@@ -18,7 +18,7 @@ from minivae.layers import (
     Tanh,
     ZeroPad2d,
 )
-from minivae.models import VAE, build_model
+from minivae.nn.gradcheck import check_vae
 
 
 def small_conv_vae(rng, latent=2):
@@ -128,7 +128,7 @@ def test_input_gradient_only_when_asked(arch, xp):
     """By default (as in PyTorch, images need no gradient) the first layer skips dL/dx and backward
     returns None; every parameter gradient is the same as when dL/dx is computed."""
     from minivae.backend import to_numpy
-    from minivae.losses import vae_loss
+    from minivae.nn.losses import vae_loss
 
     rng = np.random.default_rng(0)
     x = xp.asarray(rng.random((4, 1, 28, 28)))

@@ -7,7 +7,7 @@ import pytest
 from conftest import needs_cupy
 
 from minivae.backend import to_numpy
-from minivae.optim import SGD, Adam
+from minivae.nn.optim import SGD, Adam
 
 
 def test_adam_first_step_is_lr_times_sign(xp):
@@ -100,8 +100,8 @@ def test_bad_learning_rate():
 
 def _three_steps(xp, flat: bool, kind: str):
     """A small MLP VAE after three steps of the given optimizer, and the optimizer."""
-    from minivae.losses import vae_loss
     from minivae.models import build_model
+    from minivae.nn.losses import vae_loss
 
     model = build_model("mlp", 3, hidden=16, seed=0, dtype="float64").to(xp)
     flat_arrays = model.flatten_parameters() if flat else None
@@ -172,9 +172,9 @@ def test_flatten_keeps_values_and_to_undoes_it():
 
 def test_training_flattens_on_the_gpu_only(xp):
     """make_optimizer lays the parameters end to end on CuPy (fewer launches), not on NumPy (cache)."""
-    from minivae.config import TrainConfig
     from minivae.models import build_model
-    from minivae.train import make_optimizer
+    from minivae.training.config import TrainConfig
+    from minivae.training.loop import make_optimizer
 
     model = build_model("mlp", 3, hidden=8).to(xp)
     opt = make_optimizer(TrainConfig(), model)

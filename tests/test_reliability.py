@@ -13,11 +13,11 @@ import time
 import numpy as np
 import pytest
 
-from minivae import checkpoint
-from minivae.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from minivae.config import TrainConfig
 from minivae.errors import UserError
-from minivae.train import train
+from minivae.training import checkpoint
+from minivae.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from minivae.training.config import TrainConfig
+from minivae.training.loop import train
 
 ARGS = ["--train-limit", "192", "--val-fraction", "0.25", "--test-limit", "100", "--batch-size", "16",
         "--epochs", "3", "--latent", "3", "--hidden", "32", "--tsne-points", "0", "--quiet"]  # fmt: skip
@@ -100,7 +100,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 def test_too_little_free_disk_is_refused_before_training(tmp_path, monkeypatch, mnist_ready):
     import shutil
 
-    from minivae import train as train_module
+    from minivae.training import rundir as train_module
 
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(train_module.shutil, "disk_usage", lambda p: usage._replace(free=1000))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from minivae.backend import default_rng
-from minivae.gradcheck import check_function
-from minivae.reparam import Reparameterize
+from minivae.nn.gradcheck import check_function
+from minivae.nn.reparam import Reparameterize
 
 
 def test_reparam_gradients(xp, rng):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minivae.config import TrainConfig
+from minivae.analysis.report import schedule_text
 from minivae.errors import UserError
-from minivae.gradcheck import check_function
-from minivae.losses import kl_normal, vae_loss
-from minivae.report import schedule_text
-from minivae.schedules import beta_at, capacity_at, final_beta_capacity
+from minivae.nn.gradcheck import check_function
+from minivae.nn.losses import kl_normal, vae_loss
+from minivae.training.config import TrainConfig
+from minivae.training.schedules import beta_at, capacity_at, final_beta_capacity
 
 E = 10  # steps per epoch in these tables
 

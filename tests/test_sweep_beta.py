@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from minivae.analysis.sweep import monotone_sentence, run_config, run_dir, summarize
 from minivae.cli import main
-from minivae.config import TrainConfig
-from minivae.sweep import monotone_sentence, run_config, run_dir, summarize
+from minivae.training.config import TrainConfig
 
 TINY = ["--train-limit", "256", "--test-limit", "200", "--batch-size", "32", "--epochs", "1", "--hidden", "32",
         "--tsne-points", "0", "--quiet"]  # fmt: skip

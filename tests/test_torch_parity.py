@@ -10,9 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch not installed: pip install -e '.[torch]' to compare")
 
-from minivae.layers import Conv2d, ConvTranspose2d, LeakyReLU, Linear, ReLU, Sigmoid, Tanh, ZeroPad2d  # noqa: E402
-from minivae.losses import bce_with_logits, kl_normal  # noqa: E402
-from minivae.optim import SGD, Adam  # noqa: E402
+from minivae.nn import Conv2d, ConvTranspose2d, LeakyReLU, Linear, ReLU, Sigmoid, Tanh, ZeroPad2d  # noqa: E402
+from minivae.nn.losses import bce_with_logits, kl_normal  # noqa: E402
+from minivae.nn.optim import SGD, Adam  # noqa: E402
 
 CASES = [
     (lambda r: Linear(6, 4, rng=r, dtype="float64"), lambda: torch.nn.Linear(6, 4), (5, 6)),

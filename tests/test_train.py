@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from minivae.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from minivae.config import TrainConfig
-from minivae.train import Interrupted, NonFiniteError, load_run, train
+from minivae.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from minivae.training.config import TrainConfig
+from minivae.training.loop import Interrupted, NonFiniteError, load_run, train
 
 TINY = dict(train_limit=320, test_limit=200, val_fraction=0.25, batch_size=32, tsne_points=0)
 
@@ -103,7 +103,7 @@ def test_history_records_the_schedule(tmp_path, mnist_ready):
 
 def test_dynamic_binarisation(mnist_ready):
     """Pixels become 0/1 with probability their grey level; a fixed stream gives the same images each time."""
-    from minivae.train import binarize, eval_images, load_data
+    from minivae.training.loop import binarize, eval_images, load_data
 
     x = np.full((200, 1, 28, 28), 0.3, dtype=np.float32)
     x[:, :, :14] = 1.0  # certain pixels stay certain
@@ -219,9 +219,9 @@ def test_config_round_trip(tmp_path):
 def test_train_step_one_transfer_and_nan_guard(flat, monkeypatch):
     """The checked step brings the loss parts and the gradient sum to the host in one transfer (one GPU
     sync per step), returns them as floats, and leaves the weights alone when a gradient is NaN."""
-    import minivae.train as T
+    import minivae.training.loop as T
     from minivae.models import mlp_vae
-    from minivae.optim import Adam
+    from minivae.nn.optim import Adam
 
     rng = np.random.default_rng(0)
     model = mlp_vae(latent=3, hidden=16, rng=rng, dtype="float64")
@@ -267,7 +267,7 @@ def test_bad_images_are_refused_before_the_first_step(split, tmp_path, mnist_rea
     from dataclasses import replace
 
     from minivae.errors import UserError
-    from minivae.train import load_data
+    from minivae.training.loop import load_data
 
     cfg = TrainConfig(epochs=1, latent=3, **TINY)
     data = load_data(cfg, np)

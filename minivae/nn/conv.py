@@ -19,8 +19,8 @@ import numpy as np
 
 from minivae import kernels
 from minivae.backend import get_array_module, resolve_dtype
-from minivae.layers.init import init_weight_bias
-from minivae.layers.module import Module, Workspace, pad2d
+from minivae.nn.init import init_weight_bias
+from minivae.nn.module import Module, Workspace, pad2d
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:

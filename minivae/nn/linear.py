@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from minivae.backend import get_array_module, resolve_dtype
-from minivae.layers.init import init_weight_bias
-from minivae.layers.module import Module
+from minivae.nn.init import init_weight_bias
+from minivae.nn.module import Module
 
 
 class Linear(Module):

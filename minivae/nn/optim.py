@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from minivae.backend import get_array_module, to_numpy
-from minivae.layers.module import flat_views
+from minivae.nn.module import flat_views
 
 
 class Optimizer:

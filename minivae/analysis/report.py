@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from minivae import figures, latent_figures
+from minivae.analysis import figures, latent_figures
+from minivae.analysis.evaluate import Evaluation, evaluate, seed_reference, write_per_digit_csv
 from minivae.backend import to_numpy
-from minivae.config import TrainConfig
-from minivae.evaluate import Evaluation, evaluate, seed_reference, write_per_digit_csv
-from minivae.layers import sigmoid
 from minivae.models import VAE
-from minivae.train import save_json
-
-
-def read_history(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    with path.open() as f:
-        return list(csv.DictReader(f))
+from minivae.nn import sigmoid
+from minivae.training import streams
+from minivae.training.config import TrainConfig
+from minivae.training.rundir import read_history, save_json
 
 
 def one_per_digit(labels: np.ndarray, k: int = 10) -> np.ndarray:
@@ -62,7 +55,7 @@ def write_report(
     idx = one_per_digit(y_test)
     xb = x_test[xp.asarray(idx)] if xp is not np else x_test[idx]
     eps = xp.asarray(
-        np.random.default_rng([cfg.seed, 4]).standard_normal((len(idx), cfg.latent), dtype=cfg.dtype)
+        streams.rng(cfg.seed, "recon_figure").standard_normal((len(idx), cfg.latent), dtype=cfg.dtype)
     )
     sampled = to_numpy(sigmoid(model.forward(xb, eps=eps)[0]))
     mean = to_numpy(model.reconstruct(xb))
@@ -70,7 +63,7 @@ def write_report(
         {"originals": to_numpy(xb), "decoded sampled z": sampled, "decoded z = mu": mean},
         out / "reconstructions.png",
     )
-    z = xp.asarray(np.random.default_rng([cfg.seed, 5]).standard_normal((32, cfg.latent), dtype=cfg.dtype))
+    z = xp.asarray(streams.rng(cfg.seed, "prior_figure").standard_normal((32, cfg.latent), dtype=cfg.dtype))
     figs["prior"] = figures.image_grid(
         to_numpy(sigmoid(model.decode(z))), out / "prior_samples.png", title="decoded z ~ N(0, I)"
     )

@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from minivae import figures
+from minivae.analysis import figures
 from minivae.backend import to_numpy
-from minivae.layers import sigmoid
 from minivae.models import VAE
+from minivae.nn import sigmoid
+from minivae.training import streams
 
 
 def decode_images(model: VAE, z: np.ndarray) -> np.ndarray:
@@ -71,7 +72,7 @@ def draw(model: VAE, x: Any, labels: np.ndarray, mu: np.ndarray, out: Path, seed
         rows, out / "traversals.png",
         f"a test image of a {labels[0]}: one unit swept, the others at its mu", [f"{v:g}" for v in values],
     )  # fmt: skip
-    rng = np.random.default_rng([seed, 7])
+    rng = streams.rng(seed, "latent_figures")
     pairs = []
     for a, b in ((1, 7), (3, 8), (4, 9), (0, 6)):
         ia, ib = np.flatnonzero(labels == a), np.flatnonzero(labels == b)

@@ -28,10 +28,9 @@ import numpy as np
 from tqdm import tqdm
 
 from minivae.backend import to_numpy
-from minivae.losses import bce_value
 from minivae.models import VAE
-
-NOISE_STREAM = 6  # default_rng([seed, 6, i]): image i's importance samples
+from minivae.nn.losses import bce_value
+from minivae.training import streams
 
 
 def log_importance_weights(model: VAE, x: Any, eps: Any, mu: Any = None, logvar: Any = None) -> Any:
@@ -54,7 +53,7 @@ def log_importance_weights(model: VAE, x: Any, eps: Any, mu: Any = None, logvar:
 
 def image_noise(seed: int, index: int, start: int, count: int, latent: int, dtype: Any) -> np.ndarray:
     """Samples [start, start + count) of image `index`'s noise stream: (count, latent) on the host."""
-    rng = np.random.default_rng([seed, NOISE_STREAM, index])
+    rng = streams.rng(seed, "iwae", index)
     if start:
         rng.standard_normal((start, latent), dtype=dtype)  # skip: the stream is consumed in order
     return rng.standard_normal((count, latent), dtype=dtype)
@@ -89,7 +88,7 @@ def iwae_bound(
         mu, logvar = model.encode(xb)
         n = len(xb)
         # one generator per image, consumed in sample order across the chunks
-        rngs = [np.random.default_rng([seed, NOISE_STREAM, start + i]) for i in range(n)]
+        rngs = [streams.rng(seed, "iwae", start + i) for i in range(n)]
         logw = np.empty((n, k))
         for s0 in range(0, k, chunk):
             s = min(chunk, k - s0)

@@ -9,7 +9,7 @@ test image of that digit, PSNR = 10 log10(1 / MSE). Both reconstructions the see
 The ELBO's two parts, in nats per image (Alemi et al. 2018's names): the rate R = mean KL(q(z|x) || p(z))
 and the distortion D = mean -log p(x|z) (one z per image), with ELBO = -(R + D). Active units (Burda et
 al. 2015): unit i is active when Cov_x(E_q[z_i]) = Var_x(mu_i(x)) > 0.01. Optionally the IWAE estimate
-of log p(x) with k importance samples (minivae.likelihood).
+of log p(x) with k importance samples (minivae.analysis.likelihood).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from minivae.backend import to_numpy
-from minivae.layers import sigmoid
-from minivae.losses import vae_loss
 from minivae.models import VAE
+from minivae.nn import sigmoid
+from minivae.nn.losses import vae_loss
+from minivae.training.batches import forward_batches
 
-EVAL_BATCH = 500
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2015
 
 
@@ -72,11 +72,8 @@ def evaluate(
     mus, sums = [], np.zeros(3)
     kl_units = np.zeros(latent)  # KL per latent unit, summed over images
     alive = None
-    for start in range(0, n, EVAL_BATCH):
-        xb = x[start : start + EVAL_BATCH]
+    for start, xb, logits, mu, logvar in forward_batches(model, x, seed, "test_noise"):
         k = len(xb)
-        eps = np.random.default_rng([seed, 3, start]).standard_normal((k, latent), dtype=xb.dtype)
-        logits, mu, logvar = model.forward(xb, eps=xp.asarray(eps))
         out = vae_loss(logits, xb, mu, logvar, beta=1.0, form="elbo")
         sums += k * np.array([float(out.total), float(out.recon), float(out.kl)])
         kl_units += to_numpy(0.5 * (xp.exp(logvar) + mu * mu - 1.0 - logvar)).sum(axis=0)
@@ -114,7 +111,7 @@ def evaluate(
     metrics["psnr_sampled"] = psnr(metrics["mse_sampled"])
     metrics["psnr_mean"] = psnr(metrics["mse_mean"])
     if iwae_k:
-        from minivae.likelihood import iwae_bound
+        from minivae.analysis.likelihood import iwae_bound
 
         log_px = iwae_bound(model, x, iwae_k, seed=seed, progress=progress)
         metrics.update(

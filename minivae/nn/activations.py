@@ -6,7 +6,7 @@ from typing import Any
 
 from minivae import kernels
 from minivae.backend import get_array_module
-from minivae.layers.module import Module
+from minivae.nn.module import Module
 
 
 class ReLU(Module):

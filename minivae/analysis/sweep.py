@@ -27,12 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from minivae import figures
-from minivae.config import TrainConfig
-from minivae.evaluate import seed_reference
-from minivae.losses import beta_for_effective
-from minivae.report import read_history
-from minivae.train import save_json
+from minivae.analysis import figures
+from minivae.analysis.evaluate import seed_reference
+from minivae.nn.losses import beta_for_effective
+from minivae.training.config import TrainConfig
+from minivae.training.rundir import read_history, save_json
 
 
 def run_dir(out: Path, latent: int, seed: int, beta: float | None = None, effective: bool = False) -> Path:
@@ -53,8 +52,8 @@ def run_config(base: TrainConfig, latent: int, seed: int, beta: float | None, ef
 
 def run_one(cfg_dict: dict[str, Any], path: str, progress: bool) -> str:
     """Train + report one run (in this or a worker process); skip it when its report exists."""
-    from minivae.report import write_report
-    from minivae.train import train
+    from minivae.analysis.report import write_report
+    from minivae.training.loop import train
 
     path_ = Path(path)
     if (path_ / "metrics.json").is_file():

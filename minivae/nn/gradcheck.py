@@ -77,7 +77,7 @@ def check_vae(
     form's pixel-mean loss, or smooth activations (see tests/test_models.py) to keep both away.
     """
     from minivae.backend import to_numpy
-    from minivae.losses import vae_loss
+    from minivae.nn.losses import vae_loss
 
     def loss() -> float:
         logits, mu, logvar = model.forward(x, eps=eps)

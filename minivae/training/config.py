@@ -12,10 +12,10 @@ from typing import Any
 from minivae.backend import BACKENDS, DTYPES
 from minivae.data import DATASETS
 from minivae.errors import UserError
-from minivae.layers import INITS
-from minivae.losses import LOSS_FORMS, effective_beta
 from minivae.models import ARCHS, BOTTLENECKS
-from minivae.schedules import SCHEDULES
+from minivae.nn import INITS
+from minivae.nn.losses import LOSS_FORMS, effective_beta
+from minivae.training.schedules import SCHEDULES
 
 OPTIMIZERS = ("adam", "adam-keras", "sgd")
 ON_NONFINITE = ("stop", "skip")

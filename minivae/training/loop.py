@@ -11,17 +11,14 @@ Randomness is counter-based: the shuffling of epoch e comes from default_rng([se
 noise of step t from default_rng([seed, 1, t]). The random state of a run is therefore just
 (seed, epoch, step): a checkpoint that stores those counters resumes bit for bit, mid-epoch included.
 With --binarize dynamic, step t's binary images come from default_rng([seed, 8, t]).
-The β schedule (minivae.schedules) is likewise a pure function of the step, so it resumes exactly too.
+The β schedule (minivae.training.schedules) is likewise a pure function of the step, so it resumes exactly too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import math
 import os
-import shutil
 import signal
 import sys
 import time
@@ -34,19 +31,26 @@ import numpy as np
 from tqdm import tqdm
 
 from minivae.backend import get_array_module, get_backend, to_numpy
-from minivae.checkpoint import CheckpointError, bytes_of, describe_mismatch, load_checkpoint, save_checkpoint
-from minivae.config import TrainConfig
 from minivae.data import as_nchw, load_mnist, to_float, train_val_split
 from minivae.errors import UserError
-from minivae.losses import VAELoss, effective_beta, vae_loss
 from minivae.models import VAE, build_model
-from minivae.optim import SGD, Adam, Optimizer
-from minivae.schedules import beta_at, capacity_at, final_beta_capacity
-
-HISTORY_FIELDS = [
-    "epoch", "step", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl",
-    "beta", "capacity", "effective_beta", "alive_units", "seconds",
-]  # fmt: skip
+from minivae.nn.losses import VAELoss, effective_beta, vae_loss
+from minivae.nn.optim import SGD, Adam, Optimizer
+from minivae.training import streams
+from minivae.training.batches import forward_batches
+from minivae.training.checkpoint import (
+    CheckpointError,
+    describe_mismatch,
+    load_checkpoint,
+    save_checkpoint,
+)
+from minivae.training.config import TrainConfig
+from minivae.training.rundir import (
+    check_free_space,
+    prepare_run_dir,
+    write_history,
+)
+from minivae.training.schedules import beta_at, capacity_at, final_beta_capacity
 
 
 class NonFiniteError(UserError):
@@ -90,7 +94,7 @@ def make_optimizer(cfg: TrainConfig, model: VAE) -> Optimizer:
 
 def step_noise(seed: int, step: int, shape: tuple[int, ...], dtype: Any, xp: ModuleType) -> Any:
     """eps ~ N(0, I) for training step `step`: drawn on the host from its own counter-based stream."""
-    eps = np.random.default_rng([seed, 1, step]).standard_normal(shape, dtype=np.dtype(dtype))
+    eps = streams.rng(seed, "step_noise", step).standard_normal(shape, dtype=np.dtype(dtype))
     return xp.asarray(eps)
 
 
@@ -101,18 +105,14 @@ def binarize(x: Any, stream: list[int]) -> Any:
     return (xp.asarray(u) < x).astype(x.dtype)
 
 
-# fixed streams for the binarised validation and test sets: the same images for every run and seed
-BINARIZE_STREAMS = {"val": [9, 0], "test": [9, 1]}
-
-
 def eval_images(x: Any, cfg: TrainConfig, split: str) -> Any:
     """Validation or test images as the run sees them: binarised once (fixed stream) under --binarize dynamic."""
-    return binarize(x, BINARIZE_STREAMS[split]) if cfg.binarize == "dynamic" else x
+    return binarize(x, streams.FIXED_BINARIZE[split]) if cfg.binarize == "dynamic" else x
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     """The shuffled order of the n training images in epoch `epoch`."""
-    return np.random.default_rng([seed, 0, epoch]).permutation(n)
+    return streams.rng(seed, "shuffle", epoch).permutation(n)
 
 
 def grad_norm(model: VAE) -> float:
@@ -195,23 +195,15 @@ def train_step(
 # ------------------------------------------------------------------------------------ evaluation
 
 
-def mean_loss(model: VAE, x: Any, cfg: TrainConfig, stream: int = 2) -> dict[str, float]:
+def mean_loss(model: VAE, x: Any, cfg: TrainConfig, stream: str = "val_noise") -> dict[str, float]:
     """Loss (total, recon, kl, in the run's loss form) averaged over x, one z per image from a fixed stream.
 
     The total uses the end point of the run's β schedule (β = --beta, and C = --capacity-max for the
     capacity objective), so that it is comparable from epoch to epoch while the schedule still moves.
     """
-    xp = model.xp
     beta, cap = final_beta_capacity(cfg)
     sums = np.zeros(3)
-    for start in range(0, len(x), 500):
-        xb = x[start : start + 500]
-        eps = xp.asarray(
-            np.random.default_rng([cfg.seed, stream, start]).standard_normal(
-                (len(xb), cfg.latent), dtype=cfg.dtype
-            )
-        )
-        logits, mu, logvar = model.forward(xb, eps=eps)
+    for _, xb, logits, mu, logvar in forward_batches(model, x, cfg.seed, stream):
         out = vae_loss(logits, xb, mu, logvar, beta, cfg.loss, cap)
         sums += len(xb) * np.array([float(out.total), float(out.recon), float(out.kl)])
     total, recon, kl = (float(v) for v in sums / max(len(x), 1))
@@ -274,47 +266,6 @@ class SignalFlag:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
-
-
-def prepare_run_dir(out: Path, resume: bool) -> None:
-    """Make the run directory, refusing to overwrite another run's results."""
-    if resume:
-        if not (out / "last.npz").is_file():
-            raise UserError(f"--resume {out}: no last.npz there to resume from")
-        return
-    if out.exists() and any(out.iterdir()):
-        raise UserError(
-            f"{out} already holds files (a previous run?). Nothing was changed: choose another --out, "
-            f"or continue that run with: minivae train --resume {out}"
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(
-            f"cannot write to the output directory {out}: {e.strerror or e}; choose another --out"
-        ) from e
-
-
-def check_free_space(out: Path, model: VAE) -> None:
-    need = 3 * bytes_of(model.state_dict())  # best.npz + last.npz + a temporary file while one is written
-    free = shutil.disk_usage(out).free
-    if free < need:
-        raise UserError(
-            f"only {free / 1e6:.1f} MB free under {out}, a checkpoint of this model needs about "
-            f"{need / 1e6:.1f} MB: free some space or choose another --out"
-        )
-
-
-def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
 
 
 def train(
@@ -388,7 +339,7 @@ def train(
                 idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 xb = data.x_train[xp.asarray(idx)] if xp is not np else data.x_train[idx]
                 if cfg.binarize == "dynamic":  # a fresh binary draw of the batch, from the step's own stream
-                    xb = binarize(xb, [cfg.seed, 8, state["step"]])
+                    xb = binarize(xb, [cfg.seed, streams.STREAMS["binarize"], state["step"]])
                 eps = step_noise(cfg.seed, state["step"], (len(idx), cfg.latent), cfg.dtype, xp)
                 beta_t = beta_at(state["step"], batches_per_epoch, cfg)
                 cap_t = capacity_at(state["step"], batches_per_epoch, cfg)
@@ -517,9 +468,3 @@ def load_run(run_dir: str | Path, which: str = "best", backend: str | None = Non
     model = make_model(cfg, xp)
     restore(model, None, model_state, {}, path)
     return model, cfg
-
-
-def save_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)

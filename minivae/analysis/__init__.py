@@ -1,0 +1,1 @@
+"""What a trained model does: test-set metrics, log-likelihood, figures, reports and sweeps."""
