@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -110,6 +111,18 @@ _SOURCES = {
         dlogvar = ((T)0.5 * bs) * var_m1;
         """,
     ),
+    # Adam's update, nn.optim.Adam's three lines: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
+    # p -= step * m / (sqrt(v) * inv_sqrt_bc2 + eps) with step = lr / bc1 and inv_sqrt_bc2 = 1 / sqrt(bc2).
+    # 1 - b1 and 1 - b2 come in computed in double precision, as the NumPy lines compute them: in float32,
+    # 1 - 0.999f is 0.00099999 instead of 0.001, a 1e-5 relative error in v.
+    "adam": (
+        ("T g, T b1, T one_minus_b1, T b2, T one_minus_b2, T inv_sqrt_bc2, T eps, T step", "T p, T m, T v"),
+        """
+        m = b1 * m + one_minus_b1 * g;
+        v = b2 * v + one_minus_b2 * g * g;
+        p -= step * m / (sqrt(v) * inv_sqrt_bc2 + eps);
+        """,
+    ),
 }
 
 
@@ -139,3 +152,11 @@ def kl_normal_elements(mu: Any, logvar: Any, beta_scale: float) -> tuple[Any, An
     """(elementwise KL, dmu, dlogvar) in one kernel, the gradients times beta_scale (beta times the
     reduction's d(value)/d(element))."""
     return _kernel("kl")(mu, logvar, beta_scale)
+
+
+def adam(
+    p: Any, g: Any, m: Any, v: Any, b1: float, b2: float, bc1: float, bc2: float, lr: float, eps: float
+) -> None:
+    """nn.optim.Adam's update of p, m and v in place, in one kernel that reads g, p, m, v once and writes
+    p, m, v once. bc1 = 1 - b1^t and bc2 = 1 - b2^t are the bias corrections."""
+    _kernel("adam")(g, b1, 1 - b1, b2, 1 - b2, 1 / math.sqrt(bc2), eps, lr / bc1, p, m, v)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minivae.nn import Conv2d, ConvTranspose2d, col2im, im2col
-from minivae.nn.conv import conv_output_size, conv_transpose_output_size, im2col_loop
+from minivae.nn.conv import conv_output_size, conv_transpose_output_size, conv_transpose_stride1, im2col_loop
 from minivae.nn.reference import (
     conv2d_loop,
     conv2d_loop_backward,
@@ -61,7 +61,6 @@ def test_conv2d_matches_loop(c):
 def test_conv2d_padding_wider_than_the_kernel(k, p, s):
     """padding >= kernel size (allowed by PyTorch): the stride-1 backward then crops dy instead of padding it."""
     rng = np.random.default_rng(k * 10 + p)
-    # C_out <= C_in, so the stride-1 backward takes the flipped-kernel convolution
     layer = Conv2d(3, 2, k, stride=s, padding=p, rng=rng, dtype="float64")
     x = rng.standard_normal((2, 3, 5, 4))
     y = layer.forward(x)
@@ -75,14 +74,16 @@ def test_conv2d_padding_wider_than_the_kernel(k, p, s):
 
 @pytest.mark.parametrize("k,p", [(1, 1), (3, 3), (3, 4), (2, 3)])
 def test_conv_transpose2d_stride1_padding_wider_than_the_kernel(k, p):
-    """padding >= kernel size at stride 1: the forward (a convolution with the flipped kernel) then crops x
-    by p - (k - 1) instead of padding it."""
+    """padding >= kernel size at stride 1: the flipped-kernel form (conv_transpose_stride1) then crops x
+    by p - (k - 1) instead of padding it; it and the layer both match the loops."""
     rng = np.random.default_rng(k * 10 + p)
-    layer = ConvTranspose2d(2, 3, k, padding=p, rng=rng, dtype="float64")  # C_in <= C_out: the flipped kernel
+    layer = ConvTranspose2d(2, 3, k, padding=p, rng=rng, dtype="float64")
     x = rng.standard_normal((2, 2, 2 * p + 2, 2 * p + 1))
     y = layer.forward(x)
     w, b = layer.params["weight"], layer.params["bias"]
     np.testing.assert_allclose(y, conv_transpose2d_loop(x, w, b, 1, p, 0), rtol=0, atol=TOL)
+    y_flip = conv_transpose_stride1(x, w, (p, p)) + b.reshape(1, -1, 1, 1)
+    np.testing.assert_allclose(y_flip, conv_transpose2d_loop(x, w, b, 1, p, 0), rtol=0, atol=TOL)
     dy = rng.standard_normal(y.shape)
     dx_ref, dw_ref, _ = conv_transpose2d_loop_backward(x, w, 1, p, 0, dy)
     np.testing.assert_allclose(layer.backward(dy), dx_ref, rtol=0, atol=TOL)
@@ -165,9 +166,8 @@ def test_keras_same_shapes():
 @settings(max_examples=30, deadline=None)
 @given(conv_cases(), st.sampled_from(["conv", "transpose"]))
 def test_a_layer_used_again_matches_a_fresh_one(c, kind):
-    """The layers keep their im2col columns and padded inputs in workspaces reused from call to call:
-    a call after others (same batch size, then a new one, then the first again) must give exactly what
-    a fresh layer with the same weights gives, so nothing from an earlier call leaks into a later one."""
+    """A layer called again (same batch size, then a new one, then the first again) gives exactly what
+    a fresh layer with the same weights gives: nothing a call caches leaks into a later one."""
     rng = np.random.default_rng(c["seed"])
     make = Conv2d if kind == "conv" else ConvTranspose2d
     layer = make(c["cin"], c["cout"], c["k"], stride=c["s"], padding=c["p"], rng=rng, dtype="float64")
@@ -188,24 +188,14 @@ def test_a_layer_used_again_matches_a_fresh_one(c, kind):
         np.testing.assert_array_equal(layer.grads["weight"], fresh.grads["weight"])
 
 
-def test_the_workspaces_are_reused_and_padded_borders_stay_zero():
-    """A second step of the same size allocates no new workspace: the same arrays come back, the
-    cached columns are one of them, and the padded inputs' borders are still zero."""
-    rng = np.random.default_rng(0)
-    layer = Conv2d(4, 4, 3, padding=1, rng=rng, dtype="float64")  # stride 1: dx takes the padded path too
-
-    def step(dtype="float64"):
-        y = layer.forward(rng.standard_normal((4, 4, 5, 5)).astype(dtype))  # N == C: both layouts, one shape
-        layer.backward(rng.standard_normal(y.shape).astype(dtype))
-        return dict(layer._workspaces)
-
-    first, second = step(), step()
-    assert sorted(first) == ["cols", "cols_t", "pad(1, 1, 1, 1)", "pad_t(1, 1, 1, 1)"]
-    assert all(second[k] is first[k] for k in first)
-    assert np.shares_memory(layer.cols, first["cols"])
-    for k in ("pad(1, 1, 1, 1)", "pad_t(1, 1, 1, 1)"):
-        border = np.ones(first[k].shape[2:], dtype=bool)
-        border[1:-1, 1:-1] = False
-        assert not first[k][:, :, border].any()
-    layer.to(dtype="float32")  # a new dtype: new workspaces, in it
-    assert all(v.dtype == np.float32 for v in step("float32").values())
+@settings(max_examples=30, deadline=None)
+@given(conv_cases())
+def test_a_stride1_input_gradient_is_a_convolution_with_the_flipped_kernel(c):
+    """Conv2d's input gradient at stride 1 (col2im of W^T dy) equals conv_transpose_stride1(dy, W, p):
+    a transposed convolution, i.e. a convolution of dy with the kernel flipped and its channels swapped."""
+    rng = np.random.default_rng(c["seed"])
+    layer = Conv2d(c["cin"], c["cout"], c["k"], padding=c["p"], rng=rng, dtype="float64")
+    y = layer.forward(rng.standard_normal((c["n"], c["cin"], c["h"] + c["k"], c["w"] + c["k"])))
+    dy = rng.standard_normal(y.shape)
+    flipped = conv_transpose_stride1(dy, layer.params["weight"], (c["p"], c["p"]))
+    np.testing.assert_allclose(layer.backward(dy), flipped, rtol=0, atol=TOL)

@@ -19,6 +19,7 @@ from minivae.backend import to_numpy
 from minivae.nn import ReLU
 from minivae.nn.conv import col2im
 from minivae.nn.losses import REDUCTIONS, _scale, bce_with_logits, kl_normal
+from minivae.nn.optim import Adam
 
 
 @pytest.fixture
@@ -150,8 +151,11 @@ def test_kl_kernel_matches_the_elementwise_lines(reduction, unfused):
 CXX = shutil.which("c++") or shutil.which("g++")
 
 
-def run_body_on_cpu(name: str, tmp_path, size: int, *args: Any, out_dtypes: tuple) -> tuple[np.ndarray, ...]:
-    """Kernel `name` of minivae.kernels over i in [0, size), on the CPU: its outputs as flat arrays."""
+def run_body_on_cpu(
+    name: str, tmp_path, size: int, *args: Any, out_dtypes: tuple, out_init: tuple = ()
+) -> tuple[np.ndarray, ...]:
+    """Kernel `name` of minivae.kernels over i in [0, size), on the CPU: its outputs as flat arrays.
+    out_init: the outputs' values before the kernel runs (for a kernel that updates them in place)."""
     (ins, outs), body = kernels._SOURCES[name]
     dtype = next(a.dtype for a in args if isinstance(a, np.ndarray) and a.dtype.kind == "f")
     ctype = {"float32": "float", "float64": "double"}[dtype.name]
@@ -173,7 +177,8 @@ def run_body_on_cpu(name: str, tmp_path, size: int, *args: Any, out_dtypes: tupl
         t = {"T": ctype, "bool": "bool"}[ty]
         params.append(f"{t}* _p_{var}")
         decls.append(f"{t}& {var} = _p_{var}[i];")
-        results.append(np.empty(size, dtype=dt))
+        init = out_init[len(results)] if out_init else None
+        results.append(np.empty(size, dtype=dt) if init is None else np.array(init, dtype=dt).reshape(-1))
         cargs.append(results[-1].ctypes.data_as(ctypes.c_void_p))
     src = tmp_path / f"{name}_{ctype}.cpp"
     src.write_text(
@@ -192,8 +197,8 @@ def run_body_on_cpu(name: str, tmp_path, size: int, *args: Any, out_dtypes: tupl
 @pytest.mark.skipif(CXX is None, reason="no C++ compiler to run the kernel bodies on the CPU")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_kernel_bodies_run_on_the_cpu_equal_the_library_lines(dtype, tmp_path):
-    """col2im (strides 1 to 3, windows that do and do not fill the input) and ReLU bit for bit; BCE and KL
-    within float32 rounding of the NumPy lines (C++'s exp and log are not NumPy's)."""
+    """col2im (strides 1 to 3, windows that do and do not fill the input) and ReLU bit for bit; BCE, KL and
+    Adam within float32 rounding of the NumPy lines (C++'s exp and log are not NumPy's)."""
     rng = np.random.default_rng(3)
     for n, c, kh, kw, sh, sw, ho, wo, extra in [(2, 3, 3, 3, 2, 2, 4, 5, 1), (1, 2, 3, 2, 1, 3, 3, 2, 0),
                                                (3, 1, 4, 1, 3, 1, 2, 6, 2), (2, 2, 1, 1, 2, 2, 3, 3, 1)]:  # fmt: skip
@@ -221,3 +226,17 @@ def test_kernel_bodies_run_on_the_cpu_equal_the_library_lines(dtype, tmp_path):
     ref = kl_normal(mu, logvar, 1.0, "none")  # beta 1, "none": the elements and unscaled gradients
     for got, want in zip((elem, dmu, dlogvar), (ref[0], 0.7 * ref[1], 0.7 * ref[2])):
         np.testing.assert_allclose(got, want, rtol=8 * eps, atol=8 * eps * float(np.abs(want).max()))
+    p, m, v = rng.standard_normal(400).astype(dtype), np.zeros(400, dtype), np.zeros(400, dtype)
+    opt = Adam([("p", p.copy(), np.zeros_like(p))], lr=1e-2, eps=1e-7)
+    for t in range(1, 4):
+        g = (rng.standard_normal(400) * 10.0 ** rng.integers(-6, 2, 400)).astype(dtype)
+        b1, b2 = opt.betas
+        scalars = (b1, 1 - b1, b2, 1 - b2, 1 / np.sqrt(1 - b2**t), 1e-7, 1e-2 / (1 - b1**t))
+        p, m, v = run_body_on_cpu(
+            "adam", tmp_path, p.size, g, *scalars, out_dtypes=(dtype,) * 3, out_init=(p, m, v)
+        )
+        opt.named[0][2][...] = g
+        opt.step()  # the NumPy lines
+        state = opt.state["p"]
+        for got, want in zip((p, m, v), (opt.named[0][1], state["exp_avg"], state["exp_avg_sq"])):
+            np.testing.assert_allclose(got, want, rtol=8 * eps, atol=8 * eps * float(np.abs(want).max()))

@@ -20,7 +20,7 @@ import numpy as np
 from minivae import kernels
 from minivae.backend import get_array_module, resolve_dtype
 from minivae.nn.init import init_weight_bias
-from minivae.nn.module import Module, Workspace, pad2d
+from minivae.nn.module import Module, pad2d
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -37,11 +37,8 @@ def conv_transpose_output_size(size: int, kernel: int, stride: int, padding: int
     return (size - 1) * stride - 2 * padding + kernel + output_padding
 
 
-def im2col(
-    x: Any, kh: int, kw: int, sh: int, sw: int, workspace: Workspace | None = None, name: str = "cols"
-) -> Any:
+def im2col(x: Any, kh: int, kw: int, sh: int, sw: int) -> Any:
     """x: (N, C, H, W), already padded -> cols: (C*kh*kw, N*Ho*Wo), rows ordered (c, i, j).
-    workspace: a layer's Module._workspace, to write cols into its array `name` (None: a new array).
 
     cols[c, i, j, n, r, q] = x[n, c, i + sh*r, j + sw*q]: every entry is a fixed number of bytes away
     from x's first one, so the 6-D "window view" below reads x in place with strides (no copy), and a
@@ -54,11 +51,7 @@ def im2col(
     windows = xp.lib.stride_tricks.as_strided(
         x, shape=(c, kh, kw, n, ho, wo), strides=(s_c, s_h, s_w, s_n, sh * s_h, sw * s_w)
     )
-    if workspace is None:
-        return xp.ascontiguousarray(windows).reshape(c * kh * kw, n * ho * wo)
-    cols = workspace(name, (c * kh * kw, n * ho * wo), x)
-    cols.reshape(windows.shape)[...] = windows  # the same single copy, into memory the layer keeps
-    return cols
+    return xp.ascontiguousarray(windows).reshape(c * kh * kw, n * ho * wo)
 
 
 def im2col_loop(x: Any, kh: int, kw: int, sh: int, sw: int) -> Any:
@@ -90,24 +83,23 @@ def col2im(cols: Any, x_shape: tuple[int, int, int, int], kh: int, kw: int, sh: 
     return xt.transpose(1, 0, 2, 3)  # (N, C, H, W)
 
 
-def conv_transpose_stride1(
-    x: Any, weight: Any, padding: tuple[int, int], workspace: Workspace | None = None
-) -> Any:
-    """A stride-1 transposed convolution written as a plain convolution (no bias).
+def conv_transpose_stride1(x: Any, weight: Any, padding: tuple[int, int]) -> Any:
+    """A stride-1 transposed convolution written as a plain convolution (no bias): the identity that
+    a convolution's input gradient *is* a convolution, of dy with the flipped kernel.
 
     x: (N, C_in, H, W); weight: (C_in, C_out, kh, kw), ConvTranspose2d's layout; padding (p_h, p_w)
     -> y: (N, C_out, H + kh - 1 - 2 p_h, W + kw - 1 - 2 p_w), where
         y[n, o, h, w] = sum_{c,i,j} x[n, c, h + p - i, w + p - j] W[c, o, i, j].
     With i' = k - 1 - i that is a cross-correlation of x padded by k - 1 - p with the kernel flipped in
-    both axes and its channels swapped: one im2col and one product, instead of a product and kh*kw
-    scattered adds (col2im). It is ConvTranspose2d's forward and Conv2d's input gradient at stride 1.
+    both axes and its channels swapped. So at stride 1, ConvTranspose2d's forward and Conv2d's input
+    gradient equal this; the layers compute them with col2im, and lesson 5 checks the two agree.
     """
     c_in, c_out, kh, kw = weight.shape
     ph, pw = padding
     w_flip = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c_out, -1)  # (C_out, C_in*kh*kw)
-    x_pad = pad2d(x, (kw - 1 - pw, kw - 1 - pw, kh - 1 - ph, kh - 1 - ph), workspace, "pad_t")
+    x_pad = pad2d(x, (kw - 1 - pw, kw - 1 - pw, kh - 1 - ph, kh - 1 - ph))
     n, ho, wo = x.shape[0], x_pad.shape[2] - kh + 1, x_pad.shape[3] - kw + 1
-    y = w_flip @ im2col(x_pad, kh, kw, 1, 1, workspace, "cols_t")  # (C_out, N*Ho*Wo)
+    y = w_flip @ im2col(x_pad, kh, kw, 1, 1)  # (C_out, N*Ho*Wo)
     return y.reshape(c_out, n, ho, wo).transpose(1, 0, 2, 3)
 
 
@@ -128,15 +120,9 @@ class _ConvBase(Module):
             y += self.params["bias"].reshape(1, -1, 1, 1)
         return y
 
-    def _weight_grad_matrix(self) -> Any:
-        """The weight's gradient as the (first dim, rest) matrix that a product fills in place. grads
-        are contiguous (their own arrays, or slices of the flat buffer), so this reshape is a view."""
-        g = self.grads["weight"]
-        return g.reshape(g.shape[0], -1)
-
     def _bias_grad(self, dy: Any) -> None:
         if "bias" in self.params:
-            get_array_module(dy).sum(dy, axis=(0, 2, 3), out=self.grads["bias"])  # written in place
+            self.grads["bias"][...] = dy.sum(axis=(0, 2, 3))  # (C_out,)
 
 
 class Conv2d(_ConvBase):
@@ -144,8 +130,7 @@ class Conv2d(_ConvBase):
 
     weight: (C_out, C_in, kH, kW); bias: (C_out,); H_out = floor((H + 2p - kH) / s) + 1.
     y[n, o] = b[o] + sum_{c,i,j} W[o, c, i, j] * x_pad[n, c, s*h + i, s*w + j]  (a cross-correlation).
-    Caches cols = im2col(x_pad). Backward:  dW = dy_mat @ cols.T;  dx = col2im(W_mat.T @ dy_mat), or for
-    stride 1 the same dx as a convolution of dy with the flipped kernel.
+    Caches cols = im2col(x_pad). Backward:  dW = dy_mat @ cols.T;  dx = col2im(W_mat.T @ dy_mat).
     """
 
     def __init__(
@@ -165,33 +150,27 @@ class Conv2d(_ConvBase):
         super().__init__(shape, out_channels, kernel_size, stride, padding, bias, init, rng, dtype)
         self.in_channels, self.out_channels = in_channels, out_channels
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Any) -> Any:  # x: (N, C_in, H, W)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         n = x.shape[0]
-        x_pad = pad2d(x, (pw, pw, ph, ph), self._workspace)
+        x_pad = pad2d(x, (pw, pw, ph, ph))
         ho = conv_output_size(x.shape[2], kh, sh, ph)
         wo = conv_output_size(x.shape[3], kw, sw, pw)
         self.x_pad_shape = x_pad.shape
-        self.cols = im2col(x_pad, kh, kw, sh, sw, self._workspace)  # (C_in*kh*kw, N*Ho*Wo)
+        self.cols = im2col(x_pad, kh, kw, sh, sw)  # (C_in*kh*kw, N*Ho*Wo)
         w_mat = self.params["weight"].reshape(self.out_channels, -1)  # (C_out, C_in*kh*kw)
         y = (w_mat @ self.cols).reshape(self.out_channels, n, ho, wo).transpose(1, 0, 2, 3)
         return self._add_bias(y)  # (N, C_out, Ho, Wo)
 
     def backward(self, dy: Any) -> Any:  # dy: (N, C_out, Ho, Wo)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        xp = get_array_module(dy)
         dy_mat = dy.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)  # (C_out, N*Ho*Wo)
-        xp.matmul(dy_mat, self.cols.T, out=self._weight_grad_matrix())  # (C_out, C_in*kh*kw)
+        self.grads["weight"][...] = (dy_mat @ self.cols.T).reshape(self.grads["weight"].shape)
         self._bias_grad(dy)
         if not self.needs_input_grad:
             return None
-        if (sh, sw) == (1, 1) and self.out_channels <= self.in_channels:
-            # stride 1: dx[n, c, h, w] = sum_{o,i,j} dy[n, o, h + p - i, w + p - j] W[o, c, i, j] is a
-            # transposed convolution of dy with this weight, itself a convolution with the flipped kernel.
-            # Its im2col has C_out*kh*kw rows, col2im's input below C_in*kh*kw: take the smaller.
-            return conv_transpose_stride1(dy, self.params["weight"], (ph, pw), self._workspace)
-        w_mat = self.params["weight"].reshape(self.out_channels, -1)
-        dx_pad = col2im(w_mat.T @ dy_mat, self.x_pad_shape, kh, kw, sh, sw)
+        w_mat = self.params["weight"].reshape(self.out_channels, -1)  # (C_out, C_in*kh*kw)
+        dx_pad = col2im(w_mat.T @ dy_mat, self.x_pad_shape, kh, kw, sh, sw)  # (N, C_in, H_pad, W_pad)
         return pad2d(dx_pad, (-pw, -pw, -ph, -ph))  # drop the padding's gradient
 
     def extra_repr(self) -> str:
@@ -242,15 +221,11 @@ class ConvTranspose2d(_ConvBase):
         (kh, kw), (sh, sw), (oph, opw) = self.kernel_size, self.stride, self.output_padding
         return n, self.out_channels, (h - 1) * sh + kh + oph, (w - 1) * sw + kw + opw
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Any) -> Any:  # x: (N, C_in, H, W)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         n, _, h, w = x.shape
         self.in_hw = (h, w)
         self.x_mat = x.transpose(1, 0, 2, 3).reshape(self.in_channels, -1)  # (C_in, N*H*W)
-        if (sh, sw) == (1, 1) and self.in_channels <= self.out_channels:
-            # the same numbers as below as one im2col (C_in*kh*kw rows) and one product, instead of a
-            # product with C_out*kh*kw rows and kh*kw adds: taken when it moves no more data
-            return self._add_bias(conv_transpose_stride1(x, self.params["weight"], (ph, pw), self._workspace))
         w_mat = self.params["weight"].reshape(self.in_channels, -1)  # (C_in, C_out*kh*kw)
         full = col2im(w_mat.T @ self.x_mat, self._full_shape(n, h, w), kh, kw, sh, sw)
         return self._add_bias(pad2d(full, (-pw, -pw, -ph, -ph)))  # keep [p, p + H_out)
@@ -258,10 +233,9 @@ class ConvTranspose2d(_ConvBase):
     def backward(self, dy: Any) -> Any:  # dy: (N, C_out, H_out, W_out)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         self._bias_grad(dy)
-        dy_pad = pad2d(dy, (pw, pw, ph, ph), self._workspace, "dpad")
-        cols = im2col(dy_pad, kh, kw, sh, sw, self._workspace, "dcols")  # (C_out*kh*kw, N*H*W)
-        get_array_module(dy).matmul(self.x_mat, cols.T, out=self._weight_grad_matrix())  # (C_in, C_out*kh*kw)
-        w_mat = self.params["weight"].reshape(self.in_channels, -1)
+        cols = im2col(pad2d(dy, (pw, pw, ph, ph)), kh, kw, sh, sw)  # (C_out*kh*kw, N*H*W)
+        self.grads["weight"][...] = (self.x_mat @ cols.T).reshape(self.grads["weight"].shape)
+        w_mat = self.params["weight"].reshape(self.in_channels, -1)  # (C_in, C_out*kh*kw)
         dx_mat = w_mat @ cols  # (C_in, N*H*W)
         return dx_mat.reshape(self.in_channels, dy.shape[0], *self.in_hw).transpose(1, 0, 2, 3)
 

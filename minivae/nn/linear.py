@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from minivae.backend import get_array_module, resolve_dtype
+from minivae.backend import resolve_dtype
 from minivae.nn.init import init_weight_bias
 from minivae.nn.module import Module
 
@@ -43,10 +43,9 @@ class Linear(Module):
         return y
 
     def backward(self, dy: Any) -> Any:  # dy: (N, out)
-        xp = get_array_module(dy)
-        xp.matmul(dy.T, self.x, out=self.grads["weight"])  # (out, in), written in place: no temporary
+        self.grads["weight"][...] = dy.T @ self.x  # (out, in)
         if "bias" in self.params:
-            xp.sum(dy, axis=0, out=self.grads["bias"])  # (out,)
+            self.grads["bias"][...] = dy.sum(axis=0)  # (out,)
         if not self.needs_input_grad:
             return None
         return dy @ self.params["weight"]  # dx: (N, in)

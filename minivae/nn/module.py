@@ -9,24 +9,17 @@ Gradients are written, not accumulated: each layer is used once per step, so the
 A layer whose ``needs_input_grad`` is False (a model's first layer: nothing before it learns, and the
 images need no gradient) fills ``grads`` but skips dL/dx and returns None, as PyTorch skips it for
 inputs that do not require grad; Sequential then stops there.
-
-A layer may also keep scratch arrays between calls (``_workspace``: the convolutions' im2col columns
-and padded inputs). They are memory, not state: a call writes a workspace before it reads it (a padded
-one keeps only its zero border from earlier calls), and no array a layer returns is one of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from minivae.backend import get_array_module, resolve_dtype
-
-# Module._workspace of some layer: (name, shape, like, zeros=False) -> an array that layer keeps
-Workspace = Callable[..., Any]
 
 
 def flat_views(flat: Any, shapes: list[tuple[int, ...]]) -> list[Any]:
@@ -49,7 +42,6 @@ class Module:
         self.params: dict[str, Any] = {}
         self.grads: dict[str, Any] = {}
         self.flat: tuple[Any, Any] | None = None  # (all parameters, all gradients) after flatten_parameters()
-        self._workspaces: dict[str, Any] = {}  # scratch arrays reused from call to call (see _workspace)
 
     def __call__(self, x: Any) -> Any:
         return self.forward(x)
@@ -84,7 +76,8 @@ class Module:
     def flatten_parameters(self) -> tuple[Any, Any]:
         """Lay every parameter end to end in one 1-D array, and every gradient in another.
 
-        Each layer keeps a view of its part (same shape, same name), so its forward and backward do not
+        Each layer keeps a view of its part (same shape, same name), and writes its gradients into it in
+        place (grads[k][...] = ..., as the layer protocol does), so its forward and backward do not
         change; but an optimizer given the two arrays updates the whole model with one array operation
         per step instead of one per parameter, and a NaN check is one sum. On a GPU each operation is a
         kernel launch, so this saves dozens of launches a step (PyTorch's fused optimizers do the same).
@@ -106,18 +99,6 @@ class Module:
         self.flat = (flat_p, flat_g)
         return self.flat
 
-    def _workspace(self, name: str, shape: tuple[int, ...], like: Any, zeros: bool = False) -> Any:
-        """A scratch array this layer reuses from call to call, allocated again only when the shape,
-        dtype or backend changes. For temporaries that live within one forward or backward (or, like a
-        cache, until the next one): a step then writes its largest arrays into memory it already has,
-        instead of taking fresh memory each time (on the CPU, pages the OS must map and zero).
-        zeros=True: filled with zeros when allocated, e.g. a padded input whose border is never written."""
-        buf = self._workspaces.get(name)
-        xp = get_array_module(like)
-        if buf is None or buf.shape != shape or buf.dtype != like.dtype or get_array_module(buf) is not xp:
-            buf = self._workspaces[name] = (xp.zeros if zeros else xp.empty)(shape, dtype=like.dtype)
-        return buf
-
     def _set_param(self, name: str, value: Any) -> None:
         xp = get_array_module(value)
         self.params[name] = value
@@ -127,7 +108,6 @@ class Module:
         """Move (and/or cast) every parameter, like torch's .to(device, dtype). Returns self.
         Parameters then live in arrays of their own again (flatten_parameters() undone)."""
         self.flat = None
-        self._workspaces.clear()  # allocated again, on the new backend and dtype, when next used
         for k in list(self.params):
             p = self.params[k]
             if dtype is not None:
@@ -252,35 +232,20 @@ class ZeroPad2d(Module):
         return str(self.padding)
 
 
-def pad2d(
-    x: Any, padding: tuple[int, int, int, int], workspace: Workspace | None = None, name: str = "pad"
-) -> Any:
-    """Zero-pad positive sides, crop negative sides of (N, C, H, W); (left, right, top, bottom).
+def pad2d(x: Any, padding: tuple[int, int, int, int]) -> Any:
+    """Zero-pad positive sides, crop negative sides of x (N, C, H, W); padding = (left, right, top, bottom).
 
-    workspace: a layer's Module._workspace, to pad into the layer's array `name` (None: a new array). It
-    is zeroed once, when allocated, and every call rewrites only its interior, so its border is still
-    zero: one copy per call instead of a fill and a copy.
+    Returns (N, C, H + top + bottom, W + left + right). The result keeps x's memory layout (the
+    convolutions leave activations channel-major), so the next im2col reads it contiguously.
     """
     left, right, top, bottom = padding
     n, c, h, w = x.shape
-    # crop first (negative entries), then pad (positive entries); a slice only when there is a crop, as
-    # on CuPy even an empty one costs as much host time as a small kernel launch
-    if min(padding) < 0:
+    if min(padding) < 0:  # crop the negative sides
         x = x[:, :, max(-top, 0) : h - max(-bottom, 0), max(-left, 0) : w - max(-right, 0)]
-    if max(padding) <= 0:
-        return x
     t, b, l, r = max(top, 0), max(bottom, 0), max(left, 0), max(right, 0)
+    if t == b == l == r == 0:
+        return x
     n, c, h, w = x.shape
-    hp, wp = h + t + b, w + l + r
-    # keep x's memory layout (the convolutions leave activations channel-major), which keeps the next
-    # im2col's reads contiguous
-    if workspace is None:
-        out = get_array_module(x).zeros_like(x, shape=(n, c, hp, wp))
-    else:
-        key = f"{name}{padding}"  # a border is zero only for the padding it was made for
-        if x.strides[1] > x.strides[0]:  # channel-major: (C, N, H, W) in memory
-            out = workspace(key, (c, n, hp, wp), x, zeros=True).transpose(1, 0, 2, 3)
-        else:
-            out = workspace(key, (n, c, hp, wp), x, zeros=True)
-    out[:, :, t : t + h, l : l + w] = x
+    out = get_array_module(x).zeros_like(x, shape=(n, c, h + t + b, w + l + r))
+    out[:, :, t : t + h, l : l + w] = x  # pad the positive sides
     return out

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from minivae import kernels
 from minivae.backend import get_array_module, to_numpy
 from minivae.nn.module import flat_views
 
@@ -90,8 +90,7 @@ class SGD(Optimizer):
             state["momentum_buffer"] = g.copy()
         else:
             buf = state["momentum_buffer"]
-            buf *= self.momentum
-            buf += g
+            buf[...] = self.momentum * buf + g
         p -= self.lr * state["momentum_buffer"]
 
 
@@ -116,62 +115,21 @@ class Adam(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         keras_epsilon: bool = False,
-        fused: bool = True,
         flat=None,
     ) -> None:
         super().__init__(named_parameters, lr, flat)
         self.betas, self.eps, self.keras_epsilon = betas, eps, keras_epsilon
-        self.fused = fused  # CuPy only: one fused kernel per parameter instead of twelve operations
 
     def _update(self, state, p, g) -> None:
         xp = get_array_module(p)
-        b1, b2 = self.betas
         if not state:
             state["exp_avg"], state["exp_avg_sq"] = xp.zeros_like(p), xp.zeros_like(p)
-        bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        (b1, b2), lr = self.betas, self.lr
+        bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t  # the bias corrections
         eps = self.eps / math.sqrt(bc2) if self.keras_epsilon else self.eps
-        if xp is not np and self.fused:
-            # on the GPU the twelve in-place operations below are twelve kernel launches per parameter;
-            # _fused_adam() does the same arithmetic in one pass (tests check that they agree)
-            m, v = state["exp_avg"], state["exp_avg_sq"]
-            _fused_adam()(g, b1, 1 - b1, b2, 1 - b2, 1 / math.sqrt(bc2), eps, self.lr / bc1, p, m, v)
-            return
-        if "scratch" not in state:
-            state["scratch"] = xp.empty_like(p)  # a work buffer reused every step (not saved)
-        m, v, tmp = state["exp_avg"], state["exp_avg_sq"], state["scratch"]
-        # the formula above, written in place (out=...) so a step allocates nothing:
-        m *= b1
-        m += xp.multiply(g, 1 - b1, out=tmp)  # m = b1 m + (1 - b1) g
-        v *= b2
-        xp.multiply(g, g, out=tmp)
-        tmp *= 1 - b2
-        v += tmp  # v = b2 v + (1 - b2) g^2
-        xp.sqrt(v, out=tmp)
-        tmp *= 1 / math.sqrt(bc2)
-        tmp += eps  # sqrt(v_hat) + eps
-        xp.divide(m, tmp, out=tmp)
-        tmp *= self.lr / bc1
-        p -= tmp  # p -= lr m_hat / (sqrt(v_hat) + eps)
-
-
-@functools.cache
-def _fused_adam() -> Any:
-    """Adam's update as one CuPy elementwise kernel: reads g, p, m, v once and writes p, m, v once.
-
-    The same formula as Adam._update's NumPy lines, with inv_sqrt_bc2 = 1 / sqrt(1 - b2^t) and
-    step = lr / (1 - b1^t). T is the parameters' dtype; the Python-float arguments are cast to it.
-    1 - b1 and 1 - b2 come in computed in double precision, as the NumPy lines compute them: in
-    float32, 1 - 0.999f is 0.00099999 instead of 0.001, a 1e-5 relative error in v.
-    """
-    import cupy  # noqa: PLC0415  (only ever called with CuPy arrays)
-
-    return cupy.ElementwiseKernel(
-        "T g, T b1, T one_minus_b1, T b2, T one_minus_b2, T inv_sqrt_bc2, T eps, T step",
-        "T p, T m, T v",
-        """
-        m = b1 * m + one_minus_b1 * g;
-        v = b2 * v + one_minus_b2 * g * g;
-        p -= step * m / (sqrt(v) * inv_sqrt_bc2 + eps);
-        """,
-        "minivae_fused_adam",
-    )
+        if kernels.use(xp):
+            return kernels.adam(p, g, m, v, b1, b2, bc1, bc2, lr, eps)
+        m[...] = b1 * m + (1 - b1) * g
+        v[...] = b2 * v + (1 - b2) * (g * g)
+        p -= lr / bc1 * m / (xp.sqrt(v) / math.sqrt(bc2) + eps)
