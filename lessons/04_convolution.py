@@ -33,8 +33,8 @@ y = W_mat @ cols is a Linear layer in disguise, so (lesson 2):
 and dx = col2im(dcols): each column entry is added back onto the pixel it was copied from. col2im is the
 adjoint (transpose) of im2col: <im2col(x), c> = <x, col2im(c)> for any x and c. Overlapping windows
 make a pixel receive gradient from every window that read it. For stride 1 the same dx is itself a
-convolution, of dy padded by k - 1 - p with the kernel flipped in both axes and its channels swapped,
-which Conv2d uses: one im2col and one product instead of a product and kH kW strided adds.
+convolution, of dy padded by k - 1 - p with the kernel flipped in both axes and its channels swapped
+(lesson 5 derives it and checks it against Conv2d.backward).
 
 What to look at
 ---------------

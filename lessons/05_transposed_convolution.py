@@ -23,6 +23,16 @@ backward run forwards. So, for any x and y of matching shapes,
 and ConvTranspose2d.forward(y) equals Conv2d.backward(y). In minivae both are col2im(W_mat^T @ ...), and
 ConvTranspose2d's backward is a plain convolution, im2col and a matrix product.
 
+At stride 1 the scatter is itself a convolution. Output pixel (h, w) collects x[h + p - i, w + p - j] W[i, j]
+over the kernel offsets (i, j); renaming i' = k - 1 - i turns that into a cross-correlation of x, padded
+by k - 1 - p, with the kernel flipped in both axes and its two channel axes swapped:
+
+    ConvTranspose2d(x; W) = Conv2d(pad(x, k - 1 - p); flip(W).swap_channels)          (stride 1)
+
+So a convolution's input gradient *is* a convolution, with the flipped kernel: the form cuDNN and
+PyTorch's direct convolutions use for it. minivae.nn.conv.conv_transpose_stride1 writes it out; the
+layers keep col2im, and this lesson checks that the two agree.
+
 Keras versus PyTorch
 --------------------
 The seed study's decoder upsamples 14 -> 28 with Keras' Conv2DTranspose(3, strides=2, padding="same").
@@ -40,6 +50,7 @@ What to look at
 ---------------
 - the one-pixel stamp and the size table (formula against the layer);
 - the dot-product test and ConvTranspose2d.forward == Conv2d.backward (expect ~1e-16);
+- at stride 1, both equal a convolution with the flipped kernel (expect ~1e-16);
 - 05_transposed.png: the stamp, the checkerboard of kernel 3 / stride 2, the even overlap of kernel 4,
   and a digit downsampled to 14 x 14 and brought back to 28 x 28 by a bilinear transposed convolution.
 """
@@ -53,7 +64,7 @@ from _common import expect, section
 
 from minivae.backend import to_numpy
 from minivae.nn import Conv2d, ConvTranspose2d, ZeroPad2d
-from minivae.nn.conv import conv_transpose_output_size
+from minivae.nn.conv import conv_transpose_output_size, conv_transpose_stride1
 from minivae.nn.gradcheck import check_layer, rel_error
 from minivae.nn.reference import conv_transpose2d_loop
 
@@ -119,6 +130,18 @@ def run() -> None:
     expect(
         "ConvTranspose2d.forward(y) vs Conv2d.backward(y)",
         rel_error(convt.forward(y), conv.backward(y)),
+        hi=1e-12,
+        fmt=".1e",
+    )
+
+    section("at stride 1: a convolution with the flipped kernel (float64, no bias)")
+    conv1 = Conv2d(2, 3, 3, padding=1, bias=False, rng=rng, dtype="float64").to(xp)
+    y1 = xp.asarray(rng.standard_normal((2, 3, 9, 9)))
+    conv1.forward(x)
+    flipped = conv_transpose_stride1(y1, conv1.params["weight"], (1, 1))  # im2col and one product
+    expect(
+        "Conv2d.backward(y) vs the flipped-kernel convolution",
+        rel_error(conv1.backward(y1), flipped),
         hi=1e-12,
         fmt=".1e",
     )
