@@ -10,9 +10,11 @@ follows. The CuPy tests check each kernel against those lines.
     relu                         compare + multiply          ->  1 kernel (bit for bit)
     bce_with_logits_elements     13 elementwise operations   ->  1 kernel
     kl_normal_elements           8 elementwise operations    ->  1 kernel
+    adam                         Adam's three lines          ->  1 kernel (the same formula)
 
-MINIVAE_FUSED=0 in the environment turns them off, as does `with minivae.kernels.off():` for a block
-(the benchmarks' before/after, the tests' reference). Adam's fused update lives with Adam (`minivae.nn.optim`).
+Each call site reads `if kernels.use(xp): return kernels.<name>(...)` above the lines it stands for.
+MINIVAE_FUSED=0 in the environment turns every kernel off, as does `with minivae.kernels.off():` for a
+block (the benchmark's kernels on/off comparison, the tests' reference).
 """
 
 from __future__ import annotations
