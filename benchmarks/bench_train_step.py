@@ -4,6 +4,7 @@ beside the same model in PyTorch and the machine's own matrix-multiply rate.
     python benchmarks/bench_train_step.py                       # mlp and conv, batches 32 128 256
     python benchmarks/bench_train_step.py --arch conv --batch 32 --steps 30 --json out.json
     python benchmarks/bench_train_step.py --profile --arch conv --batch 128   # where the step goes
+    python benchmarks/bench_train_step.py --backend cupy --arch conv --kernels both --no-torch  # kernels A/B
 
 For each (arch, batch, backend): median ms/step over --steps timed steps after --warmup steps, with the
 interquartile range; samples/s; FLOPs per step counted from the layer shapes (3 x the forward's
@@ -13,23 +14,30 @@ NumPy's on the same weights, batch and noise. CuPy timings synchronise the devic
 importable, the same model runs in PyTorch in the same process (on a GPU its steps interleaved with
 minivae's in blocks of 5, so that drift in the host's speed falls on both; on the CPU after them, as
 interleaved thread pools fight for the cores), and the table shows minivae / PyTorch.
-Speed goals live here, never in the test suite.
+
+--kernels on|off chooses whether minivae.kernels' fused CuPy kernels run (default: on, unless
+MINIVAE_FUSED=0). --kernels both times the step with them on and, on a second copy of the model, off,
+interleaved in blocks of 5 steps as PyTorch's is, so that both see the same drift in the host's speed;
+a second table gives on / off. NumPy never runs the kernels, so there both columns time the same code (a
+check of the method: expect 1.0). Speed goals live here, never in the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
+import contextlib
 import json
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from minivae import kernels
 from minivae.backend import backend_name, cupy_available, get_backend, synchronize, to_numpy
 from minivae.models import build_model
 from minivae.nn import Conv2d, ConvTranspose2d, Linear, Module, Sequential
@@ -161,9 +169,9 @@ def check_against_numpy(arch: str, batch: int, xp: Any) -> dict[str, Any]:
 def interleaved(runs: list[tuple[Any, Any]], steps: int, block: int = 5) -> list[list[float]]:
     """`steps` synchronised step times for each (step, sync), taken in alternating blocks of `block` steps.
 
-    A shared machine's speed drifts: on the GPU machines the same CuPy step took 2.8 to 4.5 ms within a
-    few minutes (its host dispatch, README). Timed one after the other, two steps would each get a
-    different stretch of that drift; interleaved, both see the same, and their ratio is side by side.
+    A shared machine's speed drifts: on an H200 machine the same CuPy step took from 3.8 to 5.6 ms within
+    a few minutes (its host dispatch, docs/performance.md). Timed one after the other, two steps would
+    each get a different stretch of that drift; interleaved, both see the same, and their ratio holds.
     """
     times: list[list[float]] = [[] for _ in runs]
     while len(times[0]) < steps:
@@ -190,21 +198,41 @@ def warmed_times(run: tuple[Any, Any], warmup: int, steps: int) -> list[float]:
     return interleaved([run], steps)[0]
 
 
-def bench_minivae(
-    arch: str, batch: int, xp: Any, warmup: int, steps: int, beside: tuple[Any, Any] | None = None
-) -> tuple[list[float], dict, list[float] | None]:
-    """Step times; for CuPy the memory pool's bytes in use after the warm-up and after the timed steps
-    (in steady state a step frees all it allocates, so the two must be equal: no growth); and, given
-    `beside` (another (step, sync), e.g. PyTorch's), its times, taken interleaved with minivae's."""
+@contextlib.contextmanager
+def kernels_set(on: bool) -> Iterator[None]:
+    """The block runs with minivae.kernels on or off, whatever MINIVAE_FUSED says; then as it was."""
+    saved, kernels.ENABLED = kernels.ENABLED, on
+    try:
+        yield
+    finally:
+        kernels.ENABLED = saved
+
+
+def minivae_step(arch: str, batch: int, xp: Any, kernels_on: bool = True) -> tuple[Any, Any]:
+    """(step, sync) of a fresh copy of the benchmark's model, stepped as the training loop steps it (no
+    host wait: no NaN guard, the images checked once per data set, not here) with the kernels on or off."""
     model, opt, x, eps = setup(arch, batch, xp)
-    # as the training loop runs it: no host wait. An older minivae (gpu_before_after.sh times one) has
-    # no check_values and checks the images in every step, as its loop did.
-    kw = {"check_values": False} if "check_values" in inspect.signature(train_step).parameters else {}
 
-    def step():
-        train_step(model, opt, x, eps, 1.0, "elbo", check_finite=False, **kw)
+    def step() -> None:
+        with kernels_set(kernels_on):
+            train_step(model, opt, x, eps, 1.0, "elbo", check_finite=False, check_values=False)
 
-    runs = [(step, lambda: synchronize(xp))] + ([beside] if beside else [])
+    return step, lambda: synchronize(xp)
+
+
+def bench_minivae(
+    arch: str,
+    batch: int,
+    xp: Any,
+    warmup: int,
+    steps: int,
+    beside: list[tuple[Any, Any]] | None = None,
+    kernels_on: bool = True,
+) -> tuple[list[float], dict, list[list[float]]]:
+    """Step times; for CuPy the memory pool's bytes in use after the warm-up and after the timed steps
+    (in steady state a step frees all it allocates, so the two must be equal: no growth); and the times
+    of each (step, sync) in `beside` (the step with the kernels off, PyTorch's), interleaved with it."""
+    runs = [minivae_step(arch, batch, xp, kernels_on), *(beside or [])]
     warm(runs, warmup)
     pool = xp.get_default_memory_pool() if xp is not np else None
     mem: dict[str, int] = {}
@@ -214,7 +242,7 @@ def bench_minivae(
     if pool is not None:
         mem["pool_used_after_steps"] = pool.used_bytes()
         mem["pool_total"] = pool.total_bytes()
-    return times[0], mem, times[1] if beside else None
+    return times[0], mem, times[1:]
 
 
 # ---------------------------------------------------------------------------------------- PyTorch
@@ -328,36 +356,38 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=20, help="timed steps (>= 20 for the table)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument(
+        "--kernels", choices=["on", "off", "both"], default="on" if kernels.ENABLED else "off",
+        help="minivae.kernels on, off, or both interleaved (default: on, unless MINIVAE_FUSED=0)",
+    )  # fmt: skip
     p.add_argument("--profile", action="store_true", help="time each layer instead")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args()
 
     backends = backends_present(args.backend)
+    settings = {"on": [True], "off": [False], "both": [True, False]}[args.kernels]  # first: the main table's
     if args.profile:
-        for name in backends:
-            xp = get_backend(name)
-            for arch in args.arch:
-                for batch in args.batch:
-                    rows = profile(arch, batch, xp, args.steps)
-                    total = sum(v for _, v in rows)
-                    print(f"\n{arch}, batch {batch}, {name}: {total:.2f} ms/step measured layer by layer")
-                    for k, v in rows:
-                        print(f"  {k:<34} {v:8.3f} ms  {100 * v / total:5.1f} %")
+        for name, arch, batch, on in (
+            (n, a, b, on) for n in backends for a in args.arch for b in args.batch for on in settings
+        ):
+            with kernels_set(on):
+                rows = profile(arch, batch, get_backend(name), args.steps)
+            total = sum(v for _, v in rows)
+            print(
+                f"\n{arch}, batch {batch}, {name}, kernels {'on' if on else 'off'}: {total:.2f} ms/step "
+                "measured layer by layer"
+            )
+            for k, v in rows:
+                print(f"  {k:<34} {v:8.3f} ms  {100 * v / total:5.1f} %")
         return 0
 
     import minivae
 
     info: dict[str, Any] = {"machine": platform.machine(), "processor": platform.processor(),
                             "python": platform.python_version(), "numpy": np.__version__,
-                            "minivae_from": str(Path(minivae.__file__).parent)}  # fmt: skip
-    try:  # an older minivae (gpu_before_after.sh times one) has no minivae.kernels
-        from minivae import kernels
-
-        info["fused_kernels"] = kernels.ENABLED
-    except ImportError:
-        info["fused_kernels"] = None
-    fused = {True: "on", False: "off (MINIVAE_FUSED=0)", None: "not in this minivae"}[info["fused_kernels"]]
-    print(f"timing the minivae in {info['minivae_from']}, fused kernels {fused}", file=sys.stderr)
+                            "minivae_from": str(Path(minivae.__file__).parent),
+                            "kernels": args.kernels, "fused_kernels": settings[0]}  # fmt: skip
+    print(f"timing the minivae in {info['minivae_from']}, kernels {args.kernels}", file=sys.stderr)
     try:
         import torch
 
@@ -377,8 +407,12 @@ def main() -> int:
         for arch in args.arch:
             flops = 3 * forward_flops_per_sample(build_model(arch, LATENT[arch]))
             for batch in args.batch:
-                try:
-                    agree = check_against_numpy(arch, batch, xp) if name != "numpy" else {}
+                try:  # each kernel setting timed is checked
+                    agree = [{}] * len(settings)
+                    if name != "numpy":
+                        for i, on in enumerate(settings):
+                            with kernels_set(on):
+                                agree[i] = check_against_numpy(arch, batch, xp)
                 except WrongResult as e:  # no timing for a wrong result; the other rows still run
                     print(f"  {arch} batch {batch} {name}: NOT TIMED: {e}", file=sys.stderr)
                     results.append({"arch": arch, "batch": batch, "backend": name, "wrong_result": str(e)})
@@ -389,18 +423,27 @@ def main() -> int:
                 # the CPU they run one after the other: interleaved, each library's worker threads, still
                 # spinning after its block, take the cores from the other's (PyTorch's MLP step at batch
                 # 128 went from 11.7 to 25 ms on the 2-core machine).
-                together = other if name == "cupy" else None
-                times, mem, tt = bench_minivae(arch, batch, xp, args.warmup, args.steps, together)
-                if other is not None and together is None:
-                    tt = warmed_times(other, args.warmup, args.steps)
+                beside = [minivae_step(arch, batch, xp, on) for on in settings[1:]]  # kernels off, for both
+                together = other is not None and name == "cupy"
+                runs = beside + ([other] if together else [])
+                times, mem, more = bench_minivae(arch, batch, xp, args.warmup, args.steps, runs, settings[0])
+                tt = more[-1] if together else warmed_times(other, args.warmup, args.steps) if other else None
                 med = statistics.median(times)
                 q = statistics.quantiles(times, n=4)
                 rec = {
                     "arch": arch, "batch": batch, "backend": name, "ms_median": med * 1e3,
                     "ms_iqr": [q[0] * 1e3, q[2] * 1e3], "samples_per_s": batch / med,
                     "gflop_per_step": flops * batch / 1e9, "gflops": flops * batch / med / 1e9,
-                    "fraction_of_gemm": flops * batch / med / 1e9 / rate, "agreement_with_numpy": agree,
+                    "fraction_of_gemm": flops * batch / med / 1e9 / rate, "agreement_with_numpy": agree[0],
+                    "kernels": "on" if settings[0] else "off",
                 }  # fmt: skip
+                if beside:  # --kernels both: the same step with the kernels off, interleaved with it
+                    off = more[0]
+                    q_off = statistics.quantiles(off, n=4)
+                    rec["kernels_off_ms_median"] = statistics.median(off) * 1e3
+                    rec["kernels_off_ms_iqr"] = [q_off[0] * 1e3, q_off[2] * 1e3]
+                    rec["kernels_on_over_off"] = rec["ms_median"] / rec["kernels_off_ms_median"]
+                    rec["agreement_kernels_off"] = agree[1]
                 if mem:
                     rec["memory"] = mem
                     rec["memory_growth_bytes"] = mem["pool_used_after_steps"] - mem["pool_used_after_warmup"]
@@ -410,6 +453,8 @@ def main() -> int:
                 results.append(rec)
                 print(_row(rec), file=sys.stderr)
     print("\n" + table(results))
+    if args.kernels == "both":
+        print("\n" + kernels_table(results))
     for line in speedups(results):
         print(line)
     if args.json:
@@ -435,11 +480,9 @@ def speedups(results: list[dict[str, Any]]) -> list[str]:
 
 
 def _row(r: dict[str, Any]) -> str:
-    t = (
-        f", torch {r['torch_ms_median']:.2f} ms ({r['ratio_vs_torch']:.2f}x)"
-        if "torch_ms_median" in r
-        else ""
-    )
+    t = f", kernels off {r['kernels_off_ms_median']:.2f} ms" if "kernels_off_ms_median" in r else ""
+    if "torch_ms_median" in r:
+        t += f", torch {r['torch_ms_median']:.2f} ms ({r['ratio_vs_torch']:.2f}x)"
     a = r.get("agreement_with_numpy") or {}
     if a:  # the backend's worst relative error against float64 beside NumPy's float32 one
         t += f"; worst error {a['backend']:.1e} ({a['worst_tensor']}), NumPy float32 {a['numpy_float32']:.1e}"
@@ -463,6 +506,21 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{r['ms_iqr'][0]:.2f}-{r['ms_iqr'][1]:.2f} | {r['samples_per_s']:,.0f} | {r['gflops']:.1f} | "
             f"{100 * r['fraction_of_gemm']:.0f} % | {tm} | {ratio} |"
         )
+    return "\n".join(lines)
+
+
+def kernels_table(results: list[dict[str, Any]]) -> str:
+    """--kernels both: each row's step with minivae.kernels on beside the same step with them off."""
+    lines = [
+        "| arch | batch | backend | kernels on (ms/step) | kernels off (ms/step) | on / off |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if "kernels_off_ms_median" in r:
+            lines.append(
+                f"| {r['arch']} | {r['batch']} | {r['backend']} | {r['ms_median']:.2f} | "
+                f"{r['kernels_off_ms_median']:.2f} | {r['kernels_on_over_off']:.2f} |"
+            )
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@
     python benchmarks/count_ops.py                     # conv model, batch 32
     python benchmarks/count_ops.py --arch mlp --by-line
     python benchmarks/count_ops.py --unfused           # without minivae.kernels (MINIVAE_FUSED=0)
+    python benchmarks/count_ops.py --time --json op_cost.json    # and what one operation of each kind costs
 
 On a GPU a small step is bound by launches, not arithmetic: each launch costs a few microseconds of
 driver time plus CuPy's Python dispatch, whatever the batch size. This script runs one step on NumPy
@@ -15,15 +16,26 @@ nothing and are not counted; nor is assigning an array to itself, which NumPy an
 count is a model of CuPy's launches, not a trace of them: a kernel CuPy splits in two (some reductions)
 or a copy cuBLAS makes internally is not seen. CuPy-only kernels (the fused Adam update and those of
 minivae.kernels) count as one each; --unfused counts the NumPy lines they replace instead.
+
+--time adds what one operation of each kind costs on each backend present (--backend), at the sizes of
+the conv step at batch 32, so count and cost together say where a launch-bound step's time goes. Each
+cost is the time per call of a back-to-back loop (one synchronisation before and one after), which is
+how a step's operations run: Python and CuPy queue one launch after another, and when the step is
+launch-bound the device waits for them. On CuPy it also times three of minivae.kernels' kernels beside
+the library lines they stand for (run with the kernels off): ReLU's forward, BCE's value and gradient,
+and the stride-2 col2im.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
+import time
 import types
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +43,13 @@ import numpy as np
 
 import minivae
 from minivae import kernels
-from minivae.nn import ReLU, conv, optim
+from minivae.backend import backend_name, get_backend, synchronize
+from minivae.nn import ReLU, conv
+from minivae.nn.conv import col2im, im2col
 from minivae.nn.losses import bce_with_logits, kl_normal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train_step import setup  # noqa: E402  (the benchmark's own model, batch and noise)
+from bench_train_step import backends_present, setup  # noqa: E402  (the benchmark's model, batch, noise)
 
 OPS: Counter[str] = Counter()  # kind of operation -> count
 SITES: Counter[str] = Counter()  # minivae file:line -> count
@@ -167,13 +181,11 @@ def counting_numpy():
     modules = [
         m for n, m in sys.modules.items() if n.startswith("minivae") and hasattr(m, "get_array_module")
     ]
-    saved_fused = optim._fused_adam
     saved_kernels = {name: getattr(kernels, name) for name in FUSED}
     for m in modules:
         m.get_array_module = get_array_module
     # CountingNumpy is not numpy, so Adam and the layers take their CuPy branches: each fused kernel
     # counted as one, its result computed by the NumPy lines it stands for (on plain arrays: uncounted)
-    optim._fused_adam = lambda: lambda *args: count("fused Adam kernel (CuPy)")
     for name, (label, reference) in FUSED.items():
         setattr(kernels, name, _stub(label, reference))
     try:
@@ -181,7 +193,6 @@ def counting_numpy():
     finally:
         for m in modules:
             m.get_array_module = real
-        optim._fused_adam = saved_fused
         for name, fn in saved_kernels.items():
             setattr(kernels, name, fn)
 
@@ -200,19 +211,21 @@ def _kl_reference(mu: Any, logvar: Any, beta_scale: float) -> tuple[Any, Any, An
     return kl_normal(mu, logvar, beta_scale, "none")
 
 
-# minivae.kernels' functions: (label, the NumPy computation each stands for)
+# minivae.kernels' functions: (label, the NumPy computation each stands for; None: counted only, as
+# Adam's update, in place, leaves nothing the rest of the counted step reads)
 FUSED = {
     "col2im": ("fused col2im kernel (CuPy)", conv.col2im),
     "relu": ("fused ReLU kernel (CuPy)", _relu_reference),
     "bce_with_logits_elements": ("fused BCE kernel (CuPy)", _bce_reference),
     "kl_normal_elements": ("fused KL kernel (CuPy)", _kl_reference),
+    "adam": ("fused Adam kernel (CuPy)", None),
 }
 
 
 def _stub(label: str, reference: Any) -> Any:
     def stub(*args: Any) -> Any:
         count(label)
-        return counting(reference(*plain(args)))
+        return None if reference is None else counting(reference(*plain(args)))
 
     return stub
 
@@ -241,12 +254,132 @@ def count_step(
     return Counter(OPS), Counter(SITES)
 
 
+# ------------------------------------------------------------------------------- --time: cost per call
+
+
+def lines(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """fn run with minivae.kernels off: the library's own lines, as NumPy runs them."""
+
+    def call() -> Any:
+        with kernels.off():
+            return fn()
+
+    return call
+
+
+def per_call_us(fn: Callable[[], Any], xp: Any, calls: int) -> float:
+    """Microseconds per call of fn in a back-to-back loop (after a warm-up that compiles and allocates)."""
+    for _ in range(5):
+        fn()
+    synchronize(xp)
+    t = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    synchronize(xp)
+    return (time.perf_counter() - t) / calls * 1e6
+
+
+def operations(xp: Any) -> list[tuple[str, Callable[[], Any]]]:
+    """(name, call) for each kind of operation the conv step at batch 32 makes, at its sizes there."""
+    rng = np.random.default_rng(0)
+
+    def arr(*shape: int) -> Any:
+        return xp.asarray(rng.standard_normal(shape, dtype=np.float32))
+
+    x, y = arr(32, 64, 14, 14), arr(32, 64, 14, 14)  # an activation of the 64-channel convolutions
+    mask, acc = x > 0, xp.zeros_like(x)  # acc takes the repeated in-place bias adds
+    small, h, w_head = arr(32, 15), arr(32, 32), arr(15, 32)  # mu at latent 15; fc_mu's input and weight
+    padded = xp.zeros((32, 64, 16, 16), dtype=np.float32)
+    full = xp.zeros((32, 32, 29, 29), dtype=np.float32)  # col2im's target in the stride-2 layers
+    tap = arr(32, 32, 14, 14)
+    w, cols = arr(64, 576), im2col(padded, 3, 3, 1, 1)  # (576, 6272): the 64->64 convolution's product
+    b = arr(64).reshape(1, -1, 1, 1)
+    dcols, dshape = arr(288, 32 * 14 * 14), (32, 32, 29, 29)  # the encoder's stride-2 input gradient
+
+    def pad() -> None:
+        padded[:, :, 1:-1, 1:-1] = x
+
+    def col2im_tap() -> None:
+        full[:, :, 0:27:2, 0:27:2] += tap
+
+    def bias() -> None:
+        acc.__iadd__(b)
+
+    return [
+        ("add, 401k elements (x + y)", lambda: x + y),
+        ("add in place, a bias (y += b)", bias),
+        ("multiply by a mask (ReLU)", lambda: x * mask),
+        ("compare (x > 0)", lambda: x > 0),
+        ("exp, 401k elements", lambda: xp.exp(x)),
+        ("add, 480 elements (latent)", lambda: small + small),
+        ("exp, 480 elements (latent)", lambda: xp.exp(small)),
+        ("sum over (0, 2, 3) (bias gradient)", lambda: x.sum(axis=(0, 2, 3))),
+        ("sum to a 0-d array (a loss)", lambda: x.sum()),
+        ("zeros_like (pad's fill)", lambda: xp.zeros_like(padded)),
+        ("copy into a slice (pad)", pad),
+        ("im2col copy (576 x 6272)", lambda: im2col(padded, 3, 3, 1, 1)),
+        ("strided add (one col2im tap)", col2im_tap),
+        ("col2im, stride 2: zeros + 9 strided adds (the library's lines)", lines(lambda: col2im(dcols, dshape, 3, 3, 2, 2))),
+        ("matmul 64x576 @ 576x6272", lambda: w @ cols),
+        ("matmul 32x32 @ 32x15 (a head)", lambda: h @ w_head.T),
+    ]  # fmt: skip
+
+
+def kernels_beside_lines(xp: Any) -> list[tuple[str, Callable[[], Any]]]:
+    """CuPy only: three of minivae.kernels' kernels beside the library lines they stand for."""
+    rng = np.random.default_rng(1)
+    x = xp.asarray(rng.standard_normal((32, 64, 14, 14), dtype=np.float32))
+    logits = xp.asarray(rng.standard_normal((32, 1, 28, 28), dtype=np.float32) * 3)
+    target = xp.asarray(rng.random((32, 1, 28, 28), dtype=np.float32))
+    dcols, dshape = xp.asarray(rng.standard_normal((288, 32 * 14 * 14), dtype=np.float32)), (32, 32, 29, 29)
+    relu = ReLU()
+    return [
+        ("ReLU forward, the library's lines (2 operations)", lines(lambda: relu.forward(x))),
+        ("ReLU forward, minivae.kernels.relu (1 kernel)", lambda: relu.forward(x)),
+        ("BCE value and gradient, the library's lines", lines(lambda: bce_with_logits(logits, target))),
+        ("BCE value and gradient, minivae.kernels (kernel, sum, divide)", lambda: bce_with_logits(logits, target)),
+        ("col2im, stride 2, minivae.kernels.col2im (1 kernel)", lambda: col2im(dcols, dshape, 3, 3, 2, 2)),
+    ]  # fmt: skip
+
+
+def op_costs(backends: list[str], calls: int) -> dict[str, dict[str, Any]]:
+    """{backend: {operation: µs per call}}; an operation that fails is reported, not fatal."""
+    results: dict[str, dict[str, Any]] = {}
+    for name in backends:
+        xp = get_backend(name)
+        rows = operations(xp) + (kernels_beside_lines(xp) if xp is not np else [])
+        for label, fn in rows:
+            try:
+                cost: Any = round(per_call_us(fn, xp, calls), 2)
+            except Exception as e:  # noqa: BLE001  (a kernel that does not build is a result too)
+                cost = f"failed: {e!r}"
+            results.setdefault(backend_name(xp), {})[label] = cost
+    return results
+
+
+def cost_table(results: dict[str, dict[str, Any]]) -> str:
+    width = max(len(k) for r in results.values() for k in r)
+    out = [
+        f"| operation | {' | '.join(f'{n} (µs per call)' for n in results)} |",
+        f"|---|{'---|' * len(results)}",
+    ]
+    for label in dict.fromkeys(k for r in results.values() for k in r):
+        out.append(f"| {label:<{width}} | {' | '.join(str(r.get(label, '-')) for r in results.values())} |")
+    return "\n".join(out)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="conv", choices=["mlp", "conv"])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--by-line", action="store_true", help="also list the count of each line of minivae")
     p.add_argument("--unfused", action="store_true", help="without minivae.kernels (as MINIVAE_FUSED=0)")
+    p.add_argument("--time", action="store_true", help="also time one operation of each kind")
+    p.add_argument(
+        "--backend", nargs="+", default=None, help="for --time: numpy and/or cupy (default: all present)"
+    )
+    p.add_argument("--calls", type=int, default=200, help="for --time: calls timed per operation")
+    p.add_argument("--json", default=None, help="for --time: write the costs here")
     args = p.parse_args()
     ops, sites = count_step(args.arch, args.batch, fused=not args.unfused)
     how = "NumPy lines instead of minivae.kernels" if args.unfused else "minivae.kernels fused, as on CuPy"
@@ -259,6 +392,11 @@ def main() -> int:
         print("by line of minivae:")
         for site, n in sorted(sites.items()):
             print(f"  {n:5d}  {site}")
+    if args.time:
+        costs = op_costs(backends_present(args.backend), args.calls)
+        print("\nwhat one operation costs, at the conv step's sizes at batch 32:\n" + cost_table(costs))
+        if args.json:
+            Path(args.json).write_text(json.dumps(costs, indent=1) + "\n")
     return 0
 
 

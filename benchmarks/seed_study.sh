@@ -6,7 +6,8 @@
 # conv model, 48,000 / 12,000 split, batch 32, 15 epochs, Adam 1e-3, early stopping patience 5.
 # Runs already finished are skipped and interrupted ones resumed, so the script can be rerun to add
 # seeds. On a 2-core CPU one run takes about 50 minutes (the two sweeps side by side, one BLAS thread
-# each); on a GPU use --backend cupy via EXTRA.
+# each); on a GPU the two share it: EXTRA="--backend cupy" bash benchmarks/seed_study.sh 3 15.
+# Then: python benchmarks/seed_study_compare.py runs/seed_study --latent 15
 set -euo pipefail
 SEEDS=${1:-3}
 shift || true

@@ -1,7 +1,7 @@
 """The seed study's comparison at one latent size: the seed's published per-digit PSNR beside minivae's
 runs of each variant, mean ± sd over their seeds, as a markdown table (stdout) and a grouped-bar figure.
 
-    python benchmarks/seed_study_compare.py runs/seed_study_gpu --latent 15 --figure docs/figures/x.png
+    python benchmarks/seed_study_compare.py runs/seed_study --latent 15 --figure docs/figures/x.png
 
 Reads <study>/<variant>/z<latent>_s<seed>/{per_digit.csv,metrics.json} for every variant folder there
 (relu: the seed's architecture; leaky: the LeakyReLU bottleneck), whatever backend trained them.

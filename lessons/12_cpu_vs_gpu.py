@@ -9,10 +9,11 @@ roughly
     time = (number of operations) x (fixed cost per operation) + (arithmetic) / (throughput)
 
 - On the GPU the fixed cost dominates small problems: each launch costs some microseconds of Python, CuPy and
-  driver work, whatever the array size, and a step has a hundred or two operations (116 for the conv VAE,
-  54 for the MLP on CuPy, 169 and 75 as NumPy runs them: python benchmarks/count_ops.py lists them). Below some batch size the
-  step takes the same time however few images it holds: it is launch-bound. Anything that makes the host
-  wait for the GPU (float(loss), a NaN check, printing) adds a full round trip on top.
+  driver work, whatever the array size, and a step has a hundred or two operations (136 for the conv VAE
+  and 64 for the MLP on CuPy, 221 and 99 as NumPy runs them: python benchmarks/count_ops.py lists them).
+  Below some batch size the step takes the same time however few images it holds: it is launch-bound.
+  Anything that makes the host wait for the GPU (float(loss), a NaN check, printing) adds a full round trip
+  on top.
 - With enough work per operation the arithmetic dominates and time grows with the batch: compute-bound.
   There a GPU does tens of TFLOP/s against a laptop CPU's tens to hundreds of GFLOP/s.
 - On the CPU there is almost no fixed cost (microseconds per NumPy call), so it is compute-bound from small
@@ -37,23 +38,20 @@ loss and gradients for NaN/Inf (one host round trip a step on a GPU), and skips 
 are finite and in [0, 1], which the loop makes once per data set; the breakdown below times forward, loss,
 backward and the Adam update one by one.
 
-What it looked like on an H200 (README, Results): the conv step took 5.7 ms at batch 32 and 7.8 ms at 128,
-nearly flat, so launch-bound; NumPy on that machine's 16 cores took 67 and 292 ms. Cutting launches is
-what made it faster: one fused CuPy kernel for Adam's twelve operations per parameter (minivae/nn/optim.py),
-one copy for im2col instead of nine, the stride-1 backward as one convolution and no gradient for the
-images took the step from 8.9 to 5.7 ms. Since then training on a GPU lays all parameters end to end
-(Module.flatten_parameters, used by minivae.training.loop.make_optimizer), so Adam is one kernel a step and the NaN
-check one sum: about 45 launches fewer. Writing each gradient straight from its matrix product
-(np.matmul(..., out=grad)) instead of into a temporary and then a copy removed 14 more. Then
-minivae/kernels.py ran col2im, ReLU's forward, BCE and KL as one CuPy kernel each (53 launches fewer).
-On one H200 on 2026-11-28 the conv step at batch 32 went 6.2 ms (before all of that) -> 4.4 (kernels
-off) -> 3.6 ms (on), against PyTorch's 4.2: each launch saved was worth about 16 microseconds (runs that
-interleave the two steps put the kernels' share at 18 to 27 % of the step). By then the
-step was bound by the host: Python queued the steps as fast as the GPU finished them, so the same code
-took 2.8 to 4.8 ms on four machines with the same GPU, and drifted that much on one machine within
-minutes, while PyTorch's step held at 3.6 to 4.6 ms. On the CPU the flattening
-is a few per cent slower (one big array falls out of cache between Adam's passes), so there the update
-stays per parameter: what pays on one machine can cost on the other, and only a measurement tells.
+What it looks like on a GPU (docs/performance.md has the tables, with the machine and the command behind
+each number): on an NVIDIA H200 on 2026-11-28 the conv step took 4.48 ms at batch 32, 5.95 at 128 and
+5.04 at 256, against PyTorch CUDA's 5.02, 6.35 and 5.62 ms. Eight times the arithmetic, the same time:
+launch-bound. NumPy on that machine's 16 cores took 525.72 ms at batch 256, 104 times CuPy's step. Each
+CuPy operation cost 11 to 25 microseconds there, on 480 numbers or on 400,000, so what makes such a step
+faster is fewer launches: minivae/kernels.py runs a few lines as one CuPy kernel each (col2im, ReLU's
+forward, BCE, KL and Adam's update), and with the first four on, the conv step took 0.75 to 0.82 of its
+time with them off. The step is bound by the host: Python and CuPy issue the launches no faster than the
+GPU runs them, so the host's speed sets the step's, and as it drifted the same step took from 3.8 to 5.6
+ms within two minutes on one machine. That is why the benchmark (benchmarks/bench_train_step.py)
+interleaves the two things it compares, so that both see the same drift. On the CPU, laying all
+parameters end to end for one Adam update is a few per cent slower (one big array falls out of cache
+between Adam's passes), so there the update stays per parameter: what pays on one machine can cost on the
+other, and only a measurement tells.
 
 Without CuPy (or a GPU) the lesson times NumPy only and says why CuPy was skipped; --backend cupy makes CuPy
 required.

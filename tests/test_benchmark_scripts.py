@@ -1,8 +1,11 @@
-"""The scripts behind the README's seed-study numbers: the GPU run queue and the comparison table."""
+"""benchmarks/: the step benchmark (its kernels A/B, interleaving, agreement check), the operation count and
+cost, the seed study's comparison table, and the shell scripts' calls into them."""
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,26 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from seed_study_gpu import queue  # noqa: E402
-
 SEED_Z15 = [20.36, 26.07, 19.08, 19.76, 20.34, 19.48, 20.88, 21.61, 18.82, 21.24]
-
-
-def test_queue_puts_the_first_latent_size_first_or_each_seed_first():
-    q = queue([15, 5], 2)
-    assert q[:4] == [("relu", 15, 0), ("leaky", 15, 0), ("relu", 15, 1), ("leaky", 15, 1)]
-    assert len(q) == len(set(q)) == 8
-    q = queue([5, 10], 2, seed_major=True)
-    assert [s for _, _, s in q] == [0, 0, 0, 0, 1, 1, 1, 1]
-    q = queue([5, 10], 2, seed_major=True, skip=("relu/z5_s0", "leaky/z10_s1"))
-    assert q == [
-        ("leaky", 5, 0),
-        ("relu", 10, 0),
-        ("leaky", 10, 0),
-        ("relu", 5, 1),
-        ("leaky", 5, 1),
-        ("relu", 10, 1),
-    ]
 
 
 def fake_run(d: Path, psnr: list[float], alive: int) -> None:
@@ -110,21 +94,36 @@ def test_count_ops_counts_each_array_operation_once_whatever_the_batch():
 
 
 def test_count_ops_counts_each_fused_kernel_as_one():
-    """On CuPy the conv step's 3 col2im calls, 7 ReLU forwards, BCE and KL are one kernel each; --unfused counts
-    the lines they stand for (a fill and 9 adds per col2im, a compare and a multiply per ReLU, 13 for BCE, 8 for KL)."""
-    from count_ops import count_step
+    """On CuPy the conv step's 5 col2im calls (3 Conv2d input gradients, 2 ConvTranspose2d forwards), 7 ReLU
+    forwards, BCE, KL and Adam are one kernel each; --unfused counts the lines they stand for (a fill and 9 adds
+    per col2im, a compare and a multiply per ReLU, 13 for BCE, 8 for KL, 15 for Adam's three lines)."""
+    from count_ops import FUSED, count_step
+
+    from minivae import kernels
 
     fused, unfused = count_step("conv", 2)[0], count_step("conv", 2, fused=False)[0]
-    assert fused["fused col2im kernel (CuPy)"] == 3 and fused["fused ReLU kernel (CuPy)"] == 7
-    assert fused["fused BCE kernel (CuPy)"] == fused["fused KL kernel (CuPy)"] == 1 and not any(
-        "(CuPy)" in k and "Adam" not in k for k in unfused
+    assert fused["fused col2im kernel (CuPy)"] == 5 and fused["fused ReLU kernel (CuPy)"] == 7
+    assert (
+        fused["fused BCE kernel (CuPy)"]
+        == fused["fused KL kernel (CuPy)"]
+        == fused["fused Adam kernel (CuPy)"]
+        == 1
     )
-    assert sum(unfused.values()) - sum(fused.values()) == 3 * (10 - 1) + 7 * (2 - 1) + (13 - 1) + (8 - 1)
+    assert not any("(CuPy)" in k for k in unfused)
+    assert sum(unfused.values()) - sum(fused.values()) == 5 * (10 - 1) + 7 * (2 - 1) + (13 - 1) + (8 - 1) + (
+        15 - 1
+    )
+    # every kernel of minivae.kernels is stood in for: one that is not would be counted as its CuPy call's
+    # NumPy-side operations (or fail) instead of as one kernel
+    defined = {
+        n for n, v in vars(kernels).items() if inspect.isfunction(v) and v.__module__ == kernels.__name__
+    }
+    assert {n for n in defined if not n.startswith("_")} - {"use", "off"} == set(FUSED)
 
 
 def test_count_ops_counts_arithmetic_on_a_loss_value():
     """A full reduction gives CuPy a 0-d array, so dividing it by the batch is a kernel there: counted, as
-    are the reductions the weight and bias gradients write in place (one operation each, no copy)."""
+    is writing each gradient into its array (grads[k][...] = ..., one copy each, after its product or sum)."""
     import numpy as np
     from count_ops import OPS, CountingArray, counting_numpy
 
@@ -150,76 +149,11 @@ def test_count_ops_counts_arithmetic_on_a_loss_value():
         layer.forward(x)
         OPS.clear()
         layer.backward(np.ones((4, 2), dtype=np.float32).view(CountingArray))
-        assert dict(OPS) == {"matmul": 2, "sum": 1}  # dW and dx products, db: no copies
-
-
-def test_bench_times_an_older_train_step_without_check_values(monkeypatch):
-    """gpu_before_after.sh times an older minivae whose train_step has no check_values: the benchmark calls it
-    without the flag (that package checked the images every step), and passes False to the current one."""
-    import bench_train_step as bench
-    import numpy as np
-
-    calls = []
-    real = bench.train_step
-
-    def older(model, opt, x, eps, beta, form, grad_clip=0.0, check_finite=True, capacity=None):
-        calls.append("older")
-        return real(model, opt, x, eps, beta, form, grad_clip, check_finite, capacity)
-
-    monkeypatch.setattr(bench, "train_step", older)
-    times, _, _ = bench.bench_minivae("mlp", 4, np, warmup=1, steps=2)
-    assert len(times) == 2 and calls == ["older"] * 3
-
-    seen = []
-
-    def current(model, opt, x, eps, beta, form, check_finite=True, check_values=True):
-        seen.append(check_values)
-
-    monkeypatch.setattr(bench, "train_step", current)
-    bench.bench_minivae("mlp", 4, np, warmup=0, steps=1)
-    assert seen == [False]
-
-
-def test_op_cost_times_every_kind_of_operation_on_numpy(tmp_path):
-    """op_cost.py: a positive cost per call for each kind of operation of the conv step, as a table and JSON."""
-    out = tmp_path / "op_cost.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "op_cost.py"), "--backend", "numpy", "--calls", "3",
-         "--json", str(out)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    costs = json.loads(out.read_text())["numpy"]
-    assert len(costs) == 17 and all(isinstance(v, float) and v > 0 for v in costs.values()), costs
-    assert "| matmul 64x576 @ 576x6272" in proc.stdout and "numpy (µs per call)" in proc.stdout
-
-
-def test_relu_flips_names_the_units_on_the_other_side_of_zero(monkeypatch):
-    """benchmarks/relu_flips.py: one entry per ReLU layer of the model, listing (image, unit) where the
-    float32 mask differs from float64's; none in this small first step, and a planted one is found."""
-    import numpy as np
-    import relu_flips
-
-    assert relu_flips.flips("conv", 2) == {k: [] for k in relu_flips.relu_masks("conv", 2, np, "float64")}
-    assert len(relu_flips.flips("conv", 2)) == 7  # the conv model's ReLUs
-    real = relu_flips.relu_masks
-
-    def planted(arch, batch, xp, dtype):
-        masks = real(arch, batch, xp, dtype)
-        if dtype == "float32":
-            masks["decoder.1"][1, 37] = ~masks["decoder.1"][1, 37]
-        return masks
-
-    monkeypatch.setattr(relu_flips, "relu_masks", planted)
-    found = relu_flips.flips("mlp", 3)
-    assert found["decoder.1"] == [[1, 37]] and found["encoder.2"] == []
-
-
-def test_host_time_queues_and_finishes_numpy_steps_together():
-    """benchmarks/host_time.py: NumPy runs each step as it is queued, so the two times are the same run."""
-    import host_time
-
-    queued, done = host_time.queued_and_done("mlp", 4, "numpy", 2)
-    assert 0 < queued <= done < queued * 1.5
+        assert dict(OPS) == {
+            "matmul": 2,
+            "sum": 1,
+            "copy into a slice": 2,
+        }  # dW and dx products, db; dW, db written
 
 
 def test_interleaved_timing_alternates_blocks_and_gives_each_run_its_steps():
@@ -233,27 +167,122 @@ def test_interleaved_timing_alternates_blocks_and_gives_each_run_its_steps():
     assert "".join(order) == "aaaaabbbbbaaaaabbbbbaabb"
 
 
-def test_bench_minivae_interleaves_a_step_beside_it():
+def test_bench_minivae_interleaves_the_runs_beside_it():
+    """bench_minivae times minivae's step and each run beside it (the kernels-off copy, PyTorch's) in turn."""
     import bench_train_step as bench
     import numpy as np
 
     calls = []
-    times, mem, beside = bench.bench_minivae(
-        "mlp", 4, np, 1, 3, beside=(lambda: calls.append(1), lambda: None)
-    )
-    assert len(times) == len(beside) == 3 and len(calls) == 1 + 3 and mem == {}
+    beside = [(lambda: calls.append("off"), lambda: None), (lambda: calls.append("torch"), lambda: None)]
+    times, mem, more = bench.bench_minivae("mlp", 4, np, 1, 3, beside=beside)
+    assert len(times) == 3 and [len(t) for t in more] == [3, 3] and mem == {}
+    assert calls == ["off", "torch"] + ["off"] * 3 + ["torch"] * 3  # one warm-up step each, then a block each
 
 
-def test_ab_kernels_steps_its_second_model_with_the_kernels_off(monkeypatch):
-    """benchmarks/ab_kernels.py: the "off" step runs with minivae.kernels.ENABLED False, and restores it."""
-    import ab_kernels
+def test_minivae_step_runs_with_the_kernels_it_was_given_and_restores_the_switch(monkeypatch):
+    """--kernels on runs the kernels even under MINIVAE_FUSED=0, off turns them off; the switch is restored,
+    and the step is the training loop's: no NaN guard (no host wait), no per-step check of the images."""
+    import bench_train_step as bench
     import numpy as np
 
     from minivae import kernels
 
     seen = []
-    monkeypatch.setattr(ab_kernels, "train_step", lambda *a, **k: seen.append(kernels.ENABLED))
-    step, sync = ab_kernels.kernels_off_step("mlp", 2, np)
-    step()
-    sync()
-    assert seen == [False] and kernels.ENABLED
+    monkeypatch.setattr(bench, "train_step", lambda *a, **k: seen.append((kernels.ENABLED, k)))
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    for on in (True, False):
+        step, sync = bench.minivae_step("mlp", 2, np, kernels_on=on)
+        step()
+        sync()
+    assert [e for e, _ in seen] == [True, False] and kernels.ENABLED is False
+    assert seen[0][1] == {"check_finite": False, "check_values": False}
+
+
+def test_profile_follows_minivae_fused_and_profiles_both_settings(monkeypatch, capsys):
+    """Without --kernels the benchmark does what MINIVAE_FUSED says; --kernels both profiles each setting."""
+    import bench_train_step as bench
+
+    from minivae import kernels
+
+    args = [
+        "bench_train_step.py",
+        "--profile",
+        "--backend",
+        "numpy",
+        "--arch",
+        "mlp",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+    ]
+    monkeypatch.setattr(kernels, "ENABLED", False)  # as MINIVAE_FUSED=0 sets it
+    monkeypatch.setattr(sys, "argv", args)
+    assert bench.main() == 0
+    heads = [line for line in capsys.readouterr().out.splitlines() if "measured layer by layer" in line]
+    assert len(heads) == 1 and heads[0].startswith("mlp, batch 2, numpy, kernels off:")
+    monkeypatch.setattr(sys, "argv", args + ["--kernels", "both"])
+    assert bench.main() == 0
+    out = capsys.readouterr().out
+    assert "numpy, kernels on:" in out and "numpy, kernels off:" in out and "Adam step" in out
+
+
+def test_kernels_both_times_on_and_off_side_by_side(tmp_path):
+    """--kernels both: the main table as always, a second one of on / off, and both settings in the JSON. On
+    NumPy the kernels never run, so the two columns time the same code."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_train_step.py"), "--backend", "numpy", "--arch", "mlp",
+         "--batch", "4", "--steps", "4", "--warmup", "1", "--no-torch", "--kernels", "both", "--json", str(out)],
+        capture_output=True, text=True, check=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+    )  # fmt: skip
+    data = json.loads(out.read_text())
+    assert data["info"]["kernels"] == "both" and data["info"]["fused_kernels"] is True
+    (r,) = data["results"]
+    assert r["kernels"] == "on" and r["kernels_off_ms_median"] > 0 and len(r["kernels_off_ms_iqr"]) == 2
+    assert abs(r["kernels_on_over_off"] - r["ms_median"] / r["kernels_off_ms_median"]) < 1e-12
+    assert "| arch | batch | backend | ms/step (median) | IQR |" in proc.stdout
+    assert (
+        "| arch | batch | backend | kernels on (ms/step) | kernels off (ms/step) | on / off |" in proc.stdout
+    )
+    assert f"| mlp | 4 | numpy | {r['ms_median']:.2f} | {r['kernels_off_ms_median']:.2f} |" in proc.stdout
+
+
+def test_count_ops_time_costs_every_kind_of_operation_on_numpy(tmp_path):
+    """count_ops.py --time: the count, then a positive cost per call for each kind of operation of the conv
+    step, as a table and JSON."""
+    out = tmp_path / "op_cost.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "count_ops.py"), "--arch", "mlp", "--batch", "2", "--time",
+         "--backend", "numpy", "--calls", "3", "--json", str(out)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    costs = json.loads(out.read_text())["numpy"]
+    assert len(costs) == 16 and all(isinstance(v, float) and v > 0 for v in costs.values()), costs
+    assert proc.stdout.startswith("mlp, batch 2: ") and "array operations in one training step" in proc.stdout
+    assert "| matmul 64x576 @ 576x6272" in proc.stdout and "numpy (µs per call)" in proc.stdout
+
+
+def test_every_benchmark_command_quoted_names_a_script_and_flags_that_exist():
+    """The shell scripts, docs/performance.md and lesson 12 call benchmarks/*.py only with flags the script
+    accepts (its --help lists them), and the shell scripts parse."""
+    import re
+
+    texts = {p: p.read_text() for p in [*(ROOT / "benchmarks").glob("*.sh"), ROOT / "docs" / "performance.md",
+                                        ROOT / "lessons" / "12_cpu_vs_gpu.py"]}  # fmt: skip
+    calls: dict[str, set[str]] = {}
+    for path, text in texts.items():
+        if path.suffix == ".sh":
+            subprocess.run(["bash", "-n", str(path)], check=True)
+        text = text.replace("\\\n", " ") if path.suffix == ".sh" else text  # continued lines
+        text = text.replace("\n", " ") if path.suffix == ".md" else text  # a code span wraps across lines
+        for script, rest in re.findall(r"python (benchmarks/[\w.]+)([^\n`|;)]*)", text):
+            assert (ROOT / script).is_file(), f"{path.name} calls {script}, which is not there"
+            calls.setdefault(script, set()).update(re.findall(r"(?<![\w-])--[a-z][a-z-]*", rest))
+    assert {"benchmarks/bench_train_step.py", "benchmarks/count_ops.py"} <= set(calls), calls
+    for script, flags in calls.items():
+        help_text = subprocess.run(
+            [sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True, check=True
+        ).stdout
+        missing = {f for f in flags if f not in help_text}
+        assert not missing, f"{script} has no {missing}"
