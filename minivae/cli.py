@@ -30,16 +30,13 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(TrainConfig)
     g = p.add_argument_group("training configuration (defaults: the main job; --preset changes them)")
     for f in dataclasses.fields(TrainConfig):
-        typ = hints[f.name]
-        conv = {int: int, float: float}.get(typ, str)
-        default = f.default
-        g.add_argument(
-            f"--{flag(f.name)}", dest=f.name, type=conv, default=argparse.SUPPRESS,
-            help=f"{f.metadata.get('help', '')} (default: {default})",
-        )  # fmt: skip
-    g.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="start from a named configuration: " + "; ".join(
-                       f"{k}: {', '.join(f'{a}={b}' for a, b in v.items())}" for k, v in PRESETS.items()))  # fmt: skip
+        conv = {int: int, float: float}.get(hints[f.name], str)
+        text = f"{f.metadata.get('help', '')} (default: {f.default})"
+        g.add_argument(f"--{flag(f.name)}", dest=f.name, type=conv, default=argparse.SUPPRESS, help=text)
+    presets = "; ".join(f"{k}: {', '.join(f'{a}={b}' for a, b in v.items())}" for k, v in PRESETS.items())
+    g.add_argument(
+        "--preset", choices=sorted(PRESETS), default=None, help=f"start from a named configuration: {presets}"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -61,8 +58,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = config_from_args(args)
         out = Path(args.out) if args.out else _default_out(cfg)
-        print(f"training {cfg.arch} VAE, latent {cfg.latent}, effective beta {cfg.effective_beta:.4g} "
-              f"(ELBO units), on {cfg.backend}; run directory: {out}")  # fmt: skip
+        print(
+            f"training {cfg.arch} VAE, latent {cfg.latent}, effective beta {cfg.effective_beta:.4g} "
+            f"(ELBO units), on {cfg.backend}; run directory: {out}"
+        )
     try:
         from minivae.analysis.report import write_report  # matplotlib: slow to import, so inside the try
 
@@ -78,8 +77,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"minivae: interrupted{hint}", file=sys.stderr)
         return 130
     m = ev.metrics
-    print(f"test: negative ELBO {m['neg_elbo']:.2f} nats, PSNR sampled z {m['psnr_sampled_digit_mean']:.2f} dB, "
-          f"z = mu {m['psnr_mean_digit_mean']:.2f} dB (digit means)")  # fmt: skip
+    print(
+        f"test: negative ELBO {m['neg_elbo']:.2f} nats, PSNR sampled z {m['psnr_sampled_digit_mean']:.2f} dB, "
+        f"z = mu {m['psnr_mean_digit_mean']:.2f} dB (digit means)"
+    )
     print(f"report: {out / 'report.md'}")
     return 0
 
@@ -98,12 +99,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         images, labels = images[: cfg.test_limit], labels[: cfg.test_limit]
     x = eval_images(as_nchw(to_float(images, model.xp, cfg.dtype)), cfg, "test")
     if args.iwae_k:
-        print(f"estimating log p(x) with k = {args.iwae_k} importance samples for each of {len(x)} test images "
-              f"({args.iwae_k * len(x):,} decoder passes) on {cfg.backend}...", file=sys.stderr)  # fmt: skip
+        print(
+            f"estimating log p(x) with k = {args.iwae_k} importance samples for each of {len(x)} test images "
+            f"({args.iwae_k * len(x):,} decoder passes) on {cfg.backend}...",
+            file=sys.stderr,
+        )
     ev = write_report(model, cfg, x, labels, out, iwae_k=args.iwae_k, progress=not args.quiet)
     m = ev.metrics
-    print(f"test: negative ELBO {m['neg_elbo']:.2f} nats = distortion {m['distortion_nats']:.2f} + rate "
-          f"{m['rate_nats']:.2f}; per-digit table: {out / 'per_digit.csv'}")  # fmt: skip
+    print(
+        f"test: negative ELBO {m['neg_elbo']:.2f} nats = distortion {m['distortion_nats']:.2f} + rate "
+        f"{m['rate_nats']:.2f}; per-digit table: {out / 'per_digit.csv'}"
+    )
     if args.iwae_k:
         print(
             f"test: log p(x) >= {m['iwae_log_px']:.2f} ± {m['iwae_stderr']:.2f} nats (IWAE, k = {args.iwae_k})"
@@ -123,17 +129,36 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if len(set(args.latents)) < len(args.latents) or len(set(args.betas or [])) < len(args.betas or []):
         raise UserError("--latents and --betas take each value once")
     out = Path(args.out) if args.out else Path("runs") / f"sweep_{base.arch}_{time.strftime('%Y%m%d-%H%M%S')}"
-    report = sweep(base, args.latents, args.seeds, out, jobs=args.jobs, progress=not args.quiet,
-                   betas=args.betas, fixed_effective_beta=args.fixed_effective_beta)  # fmt: skip
+    report = sweep(
+        base,
+        args.latents,
+        args.seeds,
+        out,
+        jobs=args.jobs,
+        progress=not args.quiet,
+        betas=args.betas,
+        fixed_effective_beta=args.fixed_effective_beta,
+    )
     print(f"report: {report}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minivae", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="minivae", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_train_command(sub)
+    _add_evaluate_command(sub)
+    _add_sweep_command(sub)
 
+    from minivae.data.cli import register as register_data
+
+    register_data(sub)
+    return parser
+
+
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a beta-VAE, then evaluate it and write its report")
     _add_config_flags(t)
     t.add_argument("--out", default=None, help="run directory (default: runs/<arch>_z<latent>_<time>)")
@@ -146,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
+
+def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="per-digit MSE/PSNR, figures and report.md for a run")
     e.add_argument("run", help="a run directory written by minivae train")
     e.add_argument(
@@ -153,37 +180,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--backend", default=None, help="override the run's backend (numpy | cupy)")
     e.add_argument(
-        "--iwae-k", type=int, default=0, metavar="K",
+        "--iwae-k",
+        type=int,
+        default=0,
+        metavar="K",
         help="also estimate log p(x) by importance sampling with K samples per test image (the IWAE bound, "
         "Burda et al. 2015; K = 5000 is their reported setting, slow on a CPU); 0: off (default)",
-    )  # fmt: skip
+    )
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_evaluate)
 
+
+def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("sweep", help="train several latent sizes (and seeds) and compare them per digit")
     _add_config_flags(s)
     s.add_argument("--latents", type=int, nargs="+", default=[5, 10, 15, 20], help="latent sizes")
     s.add_argument(
-        "--betas", type=float, nargs="+", default=None, metavar="BETA",
+        "--betas",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="BETA",
         help="beta values to sweep, each run at every latent size (in --loss units; ELBO units with "
         "--fixed-effective-beta); adds a rate-distortion curve (default: --beta only)",
-    )  # fmt: skip
+    )
     s.add_argument(
-        "--fixed-effective-beta", action="store_true",
+        "--fixed-effective-beta",
+        action="store_true",
         help="hold beta fixed in standard ELBO units across latent sizes: --betas (default: --beta's "
         "effective value) are effective betas, and for --loss seed each run's beta = beta_eff * latent / "
         "(2 * 784). Without it the seed form's effective beta falls as the latent size grows",
-    )  # fmt: skip
+    )
     s.add_argument("--seeds", type=int, default=1, help="runs per latent size (seeds seed, seed+1, ...)")
     s.add_argument("--jobs", type=int, default=1, help="runs trained at once, in worker processes")
     s.add_argument("--out", default=None, help="sweep directory (default: runs/sweep_<arch>_<time>)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_sweep)
-
-    from minivae.data.cli import register as register_data
-
-    register_data(sub)
-    return parser
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -55,7 +55,7 @@ def test_resume_is_bit_identical(stop_at, tmp_path, mnist_ready):
     cfg = dict(epochs=2, latent=3, **{**TINY, "train_limit": 160})  # 5 steps per epoch
     ref, _, ref_hist = train(TrainConfig(**cfg), tmp_path / "ref", progress=False)
     with pytest.raises(Interrupted, match="resume with: minivae train --resume"):
-        train(TrainConfig(**cfg), tmp_path / "cut", progress=False, stop_after_steps=stop_at)
+        train(TrainConfig(**cfg), tmp_path / "cut", progress=False, on_step=lambda s: s.step >= stop_at)
     resumed, _, hist = train(None, tmp_path / "cut", resume=True, progress=False)
     for k, v in weights(ref).items():
         np.testing.assert_array_equal(v, weights(resumed)[k], err_msg=k)
@@ -63,6 +63,19 @@ def test_resume_is_bit_identical(stop_at, tmp_path, mnist_ready):
     a, _, _ = load_checkpoint(tmp_path / "ref" / "last.npz")
     b, _, _ = load_checkpoint(tmp_path / "cut" / "last.npz")
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_resume_reads_last_npz_once_and_leaves_the_callers_config_alone(tmp_path, monkeypatch, mnist_ready):
+    import minivae.training.loop as T
+
+    cfg = TrainConfig(epochs=1, latent=3, **{**TINY, "train_limit": 64})
+    train(cfg, tmp_path / "run", progress=False, epochs=2)
+    assert cfg.epochs == 1  # train() ran 2 epochs on a copy
+    reads, real = [], T.load_checkpoint
+    monkeypatch.setattr(T, "load_checkpoint", lambda path: reads.append(path.name) or real(path))
+    _, _, hist = train(None, tmp_path / "run", resume=True, progress=False, epochs=3)
+    assert reads == ["last.npz", "best.npz"]  # the config, weights and counters; then the best weights
+    assert [r["epoch"] for r in hist] == [1, 2, 3]
 
 
 SCHEDULED = {
@@ -79,7 +92,7 @@ def test_resume_is_bit_identical_with_a_schedule(schedule, tmp_path, mnist_ready
     cfg = dict(epochs=2, latent=3, hidden=32, **{**TINY, "train_limit": 128}, **SCHEDULED[schedule])
     ref, _, ref_hist = train(TrainConfig(**cfg), tmp_path / "ref", progress=False)
     with pytest.raises(Interrupted):  # 4 steps per epoch: cut in the middle of epoch 2
-        train(TrainConfig(**cfg), tmp_path / "cut", progress=False, stop_after_steps=6)
+        train(TrainConfig(**cfg), tmp_path / "cut", progress=False, on_step=lambda s: s.step >= 6)
     resumed, _, hist = train(None, tmp_path / "cut", resume=True, progress=False)
     for k, v in weights(ref).items():
         np.testing.assert_array_equal(v, weights(resumed)[k], err_msg=k)
@@ -141,8 +154,8 @@ def test_refuses_to_overwrite_a_run(tmp_path, mnist_ready):
 def test_nan_stops_with_a_diagnosis_and_keeps_the_checkpoint(tmp_path, mnist_ready):
     """A huge learning rate blows the loss up: training stops, says where and why, last.npz is untouched."""
     run = tmp_path / "run"
-    with pytest.raises(Interrupted):
-        train(TrainConfig(epochs=3, **TINY), run, progress=False, stop_after_steps=11)  # 10 steps per epoch
+    with pytest.raises(Interrupted):  # 10 steps per epoch: stop after the first step of epoch 2
+        train(TrainConfig(epochs=3, **TINY), run, progress=False, on_step=lambda s: s.step >= 11)
     model_state, optim_state, meta = load_checkpoint(run / "last.npz")
     meta["config"]["lr"] = 1e9  # the same run, continued with a learning rate that diverges
     save_checkpoint(

@@ -43,9 +43,11 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
 
 
 def save_checkpoint(
-    path: str | os.PathLike, model_state: dict[str, np.ndarray], optim_state: dict[str, np.ndarray],
+    path: str | os.PathLike,
+    model_state: dict[str, np.ndarray],
+    optim_state: dict[str, np.ndarray],
     meta: dict[str, Any],
-) -> Path:  # fmt: skip
+) -> Path:
     """Write model and optimizer state plus JSON-able meta to `path` atomically."""
     path = Path(path)
     arrays = {f"model/{k}": np.asarray(v) for k, v in model_state.items()}

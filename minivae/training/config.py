@@ -168,19 +168,20 @@ def flag(name: str) -> str:
     return name.replace("_", "-")
 
 
+# The seed study's protocol: Keras conv model, 48,000 / 12,000 split, batch 32, 15 epochs,
+# Adam 1e-3 in Keras's form, early stopping with patience 5, its loss form with beta_seed = 0.0005.
+SEED_PRESET: dict[str, Any] = dict(
+    arch="conv", latent=15, loss="seed", beta=0.0005, init="glorot", optimizer="adam-keras",
+    batch_size=32, epochs=15, val_fraction=0.2, patience=5,
+)  # fmt: skip
+
 # Named starting points; flags given on the command line override them.
 PRESETS: dict[str, dict[str, Any]] = {
-    # The seed study's protocol: Keras conv model, 48,000 / 12,000 split, batch 32, 15 epochs,
-    # Adam 1e-3 in Keras's form, early stopping with patience 5, its loss form with beta_seed = 0.0005.
-    "seed": dict(
-        arch="conv", latent=15, loss="seed", beta=0.0005, init="glorot", optimizer="adam-keras",
-        batch_size=32, epochs=15, val_fraction=0.2, patience=5,
-    ),
+    "seed": SEED_PRESET,
     # The same with LeakyReLU in the bottleneck, so its units cannot die (see the README).
-    "seed-leaky": dict(
-        arch="conv", latent=15, loss="seed", beta=0.0005, init="glorot", optimizer="adam-keras",
-        batch_size=32, epochs=15, val_fraction=0.2, patience=5, bottleneck="leaky_relu",
-    ),
+    "seed-leaky": SEED_PRESET | dict(bottleneck="leaky_relu"),
     # PyTorch's example VAE setting: the quality benchmark.
-    "pytorch-example": dict(arch="mlp", latent=20, beta=1.0, batch_size=128, lr=1e-3, epochs=10, val_fraction=0.0),
-}  # fmt: skip
+    "pytorch-example": dict(
+        arch="mlp", latent=20, beta=1.0, batch_size=128, lr=1e-3, epochs=10, val_fraction=0.0
+    ),
+}

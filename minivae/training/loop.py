@@ -7,22 +7,25 @@ The whole of one training step, on either backend:
     model.backward(loss.dlogits, loss.dmu, loss.dlogvar)  # fills every layer's grads
     optimizer.step()                                      # Adam, in place
 
-Randomness is counter-based: the shuffling of epoch e comes from default_rng([seed, 0, e]) and the
-noise of step t from default_rng([seed, 1, t]). The random state of a run is therefore just
-(seed, epoch, step): a checkpoint that stores those counters resumes bit for bit, mid-epoch included.
-With --binarize dynamic, step t's binary images come from default_rng([seed, 8, t]).
-The β schedule (minivae.training.schedules) is likewise a pure function of the step, so it resumes exactly too.
+train() is the loop around it: run_epoch (the batch loop, one train_batch a step), then for each
+epoch validation, epoch_row (the history row), track_best, save_checkpoints and early_stop.
+
+Randomness is counter-based: every draw (the shuffling, each step's noise, the binary images under
+--binarize dynamic) comes from its own stream, listed in minivae/training/streams.py, at the run's
+counters. The random state of a run is therefore just its seed and RunState's (epoch, step): a
+checkpoint that stores them resumes bit for bit, mid-epoch included. The β schedule
+(minivae.training.schedules) is likewise a pure function of the step, so it resumes exactly too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -72,9 +75,14 @@ class Interrupted(Exception):
 
 def make_model(cfg: TrainConfig, xp: ModuleType) -> VAE:
     return build_model(
-        cfg.arch, cfg.latent, hidden=cfg.hidden, init=cfg.init, bottleneck=cfg.bottleneck, seed=cfg.seed,
+        cfg.arch,
+        cfg.latent,
+        hidden=cfg.hidden,
+        init=cfg.init,
+        bottleneck=cfg.bottleneck,
+        seed=cfg.seed,
         dtype=cfg.dtype,
-    ).to(xp)  # fmt: skip
+    ).to(xp)
 
 
 def make_optimizer(cfg: TrainConfig, model: VAE) -> Optimizer:
@@ -161,9 +169,17 @@ def first_nonfinite(model: VAE, x: Any, eps: Any) -> str:
 
 
 def train_step(
-    model: VAE, optimizer: Optimizer, x: Any, eps: Any, beta: float, form: str, grad_clip: float = 0.0,
-    check_finite: bool = True, capacity: float | None = None, check_values: bool = True,
-) -> tuple[VAELoss, bool]:  # fmt: skip
+    model: VAE,
+    optimizer: Optimizer,
+    x: Any,
+    eps: Any,
+    beta: float,
+    form: str,
+    grad_clip: float = 0.0,
+    check_finite: bool = True,
+    capacity: float | None = None,
+    check_values: bool = True,
+) -> tuple[VAELoss, bool]:
     """One step: forward, loss, backward, (clip), update. Returns (loss, applied).
 
     capacity: the target C of the capacity objective, recon + beta |KL - C| (None: the plain beta-VAE loss).
@@ -268,179 +284,315 @@ class SignalFlag:
                 signal.signal(s, h)
 
 
-def train(
-    cfg: TrainConfig | None, out: str | Path, resume: bool = False, progress: bool = True,
-    data: Dataset | None = None, stop_after_steps: int | None = None, epochs: int | None = None,
-) -> tuple[VAE, Dataset, list[dict[str, Any]]]:  # fmt: skip
-    """Train a run in directory `out`, or continue it (resume=True: its config comes from its last.npz,
-    and `epochs` may raise the total). Returns (model with the best-validation weights, data, history).
+@dataclass
+class RunState:
+    """How far a run is: its counters and running totals, saved in every checkpoint as a plain dict.
 
-    Writes config.json, history.csv, last.npz (every epoch and on interruption) and best.npz (the best
-    validation loss so far). stop_after_steps simulates an interruption (tests, lessons).
+    The next step is batch `batch` of epoch `epoch` and step `step` of the run (all 0-based). These
+    counters fix every random stream (minivae/training/streams.py), so they are the run's whole random state.
+    """
+
+    epoch: int = 0  # epochs finished
+    batch: int = 0  # batches finished in the current epoch
+    step: int = 0  # steps finished in the run
+    best_val: float = math.inf  # the best validation loss so far
+    bad_epochs: int = 0  # epochs since the validation loss last improved (early stopping)
+    sums: list[float] = field(default_factory=lambda: [0.0] * 4)  # this epoch: Σ k·total, k·recon, k·kl, k
+    alive: list[bool] | bool | None = None  # this epoch's bottleneck units seen > 0 (stored mid-epoch)
+    skipped: int = 0  # non-finite steps skipped (--on-nonfinite skip)
+    seconds: float = 0.0  # training time of this epoch so far
+
+    def add_step(self, loss: VAELoss, k: int) -> None:
+        """Add a step's loss over its k images to the epoch's sums (the training loss is their mean)."""
+        total, recon, kl, s = float(loss.total), float(loss.recon), float(loss.kl), self.sums
+        self.sums = [s[0] + k * total, s[1] + k * recon, s[2] + k * kl, s[3] + k]
+
+    def next_epoch(self) -> None:
+        """Count the epoch as finished and clear its running totals."""
+        self.epoch, self.batch, self.sums, self.alive, self.seconds = self.epoch + 1, 0, [0.0] * 4, None, 0.0
+
+
+OnStep = Callable[[RunState], bool | None]  # train(on_step=...): called after every step; True stops the run
+
+
+@dataclass
+class Run:
+    """A run as the loop's steps see it: what it trains, on which data, where it writes, how far it is."""
+
+    cfg: TrainConfig
+    out: Path
+    model: VAE
+    optimizer: Optimizer
+    data: Dataset
+    state: RunState
+    history: list[dict[str, Any]]  # one row per finished epoch, as in history.csv
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.data.x_train) / self.cfg.batch_size)
+
+    def save(self, name: str) -> None:
+        """Write checkpoint `name`: weights, optimizer state, and config, state and history as its meta."""
+        meta = {"config": self.cfg.to_dict(), "state": asdict(self.state), "history": self.history}
+        save_checkpoint(self.out / name, self.model.state_dict(), self.optimizer.state_dict(), meta)
+
+
+def train(
+    cfg: TrainConfig | None,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    data: Dataset | None = None,
+    epochs: int | None = None,
+    on_step: OnStep | None = None,
+) -> tuple[VAE, Dataset, list[dict[str, Any]]]:
+    """Train a run in directory `out`, or continue it. Returns (model with the best-validation weights,
+    data, history).
+
+    resume=True continues the run in `out` with the config stored in its last.npz (cfg is then unused)
+    and `epochs`, when given, as the new total. data: the splits, if the caller has loaded them.
+    on_step(state) is called after every step; when it returns True the run stops as on Ctrl-C: it
+    saves last.npz and raises Interrupted. Writes config.json, history.csv, last.npz (every epoch and on
+    interruption) and best.npz (the best validation loss so far).
     """
     out = Path(out)
-    if resume:
-        prepare_run_dir(out, resume=True)
-        _, _, meta = load_checkpoint(out / "last.npz")
-        cfg = TrainConfig.from_dict(meta["config"])
-    if cfg is None:
-        raise ValueError("train() needs a config unless it resumes a run")
-    if epochs is not None:
-        cfg.epochs = epochs
-    cfg.validate()
+    cfg, checkpoint = run_config(cfg, out, resume, epochs)
     xp = get_backend(cfg.backend)
     model = make_model(cfg, xp)
     optimizer = make_optimizer(cfg, model)
-    if not resume:
+    if checkpoint is None:
         prepare_run_dir(out, resume=False)
         check_free_space(out, model)
     cfg.save(out / "config.json")
     data = data or load_data(cfg, xp)
-    n = len(data.x_train)
-    if n == 0:
-        raise UserError("no training images: raise --train-limit or lower --val-fraction")
-    for split in (data.x_train, data.x_val, data.x_test):  # once here, instead of in every step
-        if len(split):
-            model.check_input(split)
-    batches_per_epoch = math.ceil(n / cfg.batch_size)
-
-    state = {"epoch": 0, "batch": 0, "step": 0, "best_val": math.inf, "bad_epochs": 0, "sums": [0.0] * 4,
-             "alive": None, "skipped": 0, "seconds": 0.0}  # fmt: skip
-    history: list[dict[str, Any]] = []
-    if resume:
-        model_state, optim_state, meta = load_checkpoint(out / "last.npz")
+    check_data(model, data)
+    run = Run(cfg, out, model, optimizer, data, RunState(), [])
+    if checkpoint is not None:  # resuming: the weights, the optimizer's state, the counters, the history
+        model_state, optim_state, meta = checkpoint
         restore(model, optimizer, model_state, optim_state, out / "last.npz")
-        state, history = meta["state"], meta["history"]
+        run.state, run.history = RunState(**meta["state"]), meta["history"]
     verb = "resuming" if resume else "starting"
     print(
-        f"{verb} {out} at epoch {state['epoch'] + 1}, step {state['step'] + 1}", file=sys.stderr, flush=True
+        f"{verb} {out} at epoch {run.state.epoch + 1}, step {run.state.step + 1}", file=sys.stderr, flush=True
     )
 
-    def save(name: str) -> None:
-        meta = {"config": cfg.to_dict(), "state": state, "history": history}
-        save_checkpoint(out / name, model.state_dict(), optimizer.state_dict(), meta)
-
     flag = SignalFlag()
-    # seconds to sleep after each step: slows a run down for fault-injection tests and demos only
-    step_delay = float(os.environ.get("MINIVAE_STEP_DELAY", "0") or 0)
-    # overflow is caught and explained by the finiteness check below, so NumPy's own warnings are noise
+    # overflow is caught and explained by the non-finite guard (train_batch), so NumPy's warnings are noise
     with flag.installed(), np.errstate(over="ignore", invalid="ignore"):
-        while state["epoch"] < cfg.epochs:
-            epoch = state["epoch"]
-            order = epoch_order(cfg.seed, epoch, n)
-            alive = xp.asarray(np.array(state["alive"] or False, dtype=bool))  # bottleneck units seen > 0
-            t0 = time.perf_counter()
-            bar = tqdm(
-                total=batches_per_epoch, initial=state["batch"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                disable=not progress, leave=False, unit="step", file=sys.stderr,
-            )  # fmt: skip
-            while state["batch"] < batches_per_epoch:
-                b = state["batch"]
-                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                xb = data.x_train[xp.asarray(idx)] if xp is not np else data.x_train[idx]
-                if cfg.binarize == "dynamic":  # a fresh binary draw of the batch, from the step's own stream
-                    xb = binarize(xb, [cfg.seed, streams.STREAMS["binarize"], state["step"]])
-                eps = step_noise(cfg.seed, state["step"], (len(idx), cfg.latent), cfg.dtype, xp)
-                beta_t = beta_at(state["step"], batches_per_epoch, cfg)
-                cap_t = capacity_at(state["step"], batches_per_epoch, cfg)
-                try:
-                    out_loss, applied = train_step(
-                        model, optimizer, xb, eps, beta_t, cfg.loss, cfg.grad_clip, capacity=cap_t,
-                        check_values=False,  # the data sets were checked above
-                    )  # fmt: skip
-                except Exception as e:
-                    if type(e).__name__ == "OutOfMemoryError":  # cupy.cuda.memory.OutOfMemoryError
-                        raise UserError(
-                            f"the GPU ran out of memory in a step of batch size {cfg.batch_size} ({e}). Try "
-                            f"--batch-size {max(1, cfg.batch_size // 2)}, or close other programs using the GPU; "
-                            f"{out / 'last.npz'} holds the last finished epoch (resume with --resume {out})."
-                        ) from e
-                    raise
-                if not applied:
-                    where = first_nonfinite(model, xb, eps)
-                    if cfg.on_nonfinite == "stop":
-                        saved = (
-                            f"{out / 'last.npz'} (end of the last good epoch) is intact"
-                            if (out / "last.npz").exists()
-                            else "no checkpoint had been written yet (this was the first epoch)"
-                        )
-                        raise NonFiniteError(
-                            f"step {state['step'] + 1} (epoch {epoch + 1}, batch {b + 1}): the loss or a gradient is "
-                            f"NaN/Inf; it first appears in {where}. The weights were not updated and {saved}. "
-                            f"Likely causes: a learning rate too high (--lr {cfg.lr:g}), a large beta "
-                            f"(--beta {cfg.beta:g}), or inputs outside [0, 1]; try a lower --lr, --grad-clip 10, "
-                            "or --on-nonfinite skip."
-                        )
-                    state["skipped"] += 1
-                else:
-                    k = len(idx)
-                    vals = (float(out_loss.total), float(out_loss.recon), float(out_loss.kl))
-                    sums = state["sums"]
-                    state["sums"] = [
-                        sums[0] + k * vals[0],
-                        sums[1] + k * vals[1],
-                        sums[2] + k * vals[2],
-                        sums[3] + k,
-                    ]
-                    alive = alive | (model.encoder_output > 0).any(axis=0)  # stays on the device
-                    if b % 10 == 0:
-                        bar.set_postfix(loss=f"{vals[0]:.4g}")
-                state["batch"] += 1
-                state["step"] += 1
-                bar.update()
-                if step_delay:
-                    time.sleep(step_delay)
-                if flag.signame or (stop_after_steps is not None and state["step"] >= stop_after_steps):
-                    state["seconds"] += time.perf_counter() - t0
-                    state["alive"] = to_numpy(alive).tolist()
-                    save("last.npz")
-                    bar.close()
-                    raise Interrupted(out, flag.signame or "stop_after_steps")
-            bar.close()
-            # ---- end of epoch: validation, history, checkpoints, early stopping
-            s = state["sums"]
-            beta_t = beta_at(state["step"] - 1, batches_per_epoch, cfg)  # at the epoch's last step
-            cap_t = capacity_at(state["step"] - 1, batches_per_epoch, cfg)
-            row = {
-                "epoch": epoch + 1, "step": state["step"],
-                "train_loss": s[0] / max(s[3], 1), "train_recon": s[1] / max(s[3], 1), "train_kl": s[2] / max(s[3], 1),
-                "val_loss": "", "val_recon": "", "val_kl": "",
-                "beta": beta_t, "capacity": "" if cap_t is None else cap_t,
-                "effective_beta": effective_beta(cfg.loss, beta_t, cfg.latent),
-                "alive_units": int(to_numpy(alive).sum()),
-                "seconds": round(state["seconds"] + time.perf_counter() - t0, 3),
-            }  # fmt: skip
-            if len(data.x_val):
-                v = mean_loss(model, data.x_val, cfg)
-                row.update(val_loss=v["loss"], val_recon=v["recon"], val_kl=v["kl"])
-            history.append(row)
-            msg = f"epoch {epoch + 1}/{cfg.epochs}: train {row['train_loss']:.4f}"
-            if row["val_loss"] != "":
-                msg += f", val {row['val_loss']:.4f} (recon {row['val_recon']:.4f}, kl {row['val_kl']:.4f})"
-            print(msg + f", {row['seconds']:.1f}s", file=sys.stderr if not progress else sys.stdout)
-            state.update(epoch=epoch + 1, batch=0, sums=[0.0] * 4, alive=None, seconds=0.0)
-            improved = row["val_loss"] != "" and row["val_loss"] < state["best_val"]
-            if improved:
-                state["best_val"], state["bad_epochs"] = row["val_loss"], 0
-            elif row["val_loss"] != "":
-                state["bad_epochs"] += 1
-            if improved or not len(data.x_val):
-                save("best.npz")
-            save("last.npz")
-            write_history(out / "history.csv", history)
-            if cfg.patience and state["bad_epochs"] >= cfg.patience:
-                print(f"early stopping: no better validation loss for {cfg.patience} epochs", file=sys.stderr)
+        while run.state.epoch < cfg.epochs:
+            run_epoch(run, flag, on_step, progress)
+            row = epoch_row(run, validation(run))
+            run.history.append(row)
+            print_epoch(row, cfg.epochs, progress)
+            run.state.next_epoch()
+            improved = track_best(run.state, row["val_loss"])
+            save_checkpoints(run, improved)
+            if early_stop(run):
                 break
-    # evaluate the best-validation weights (the last ones when there is no validation set)
-    if (out / "best.npz").exists():
-        model_state, _, _ = load_checkpoint(out / "best.npz")
-        model.load_state_dict(model_state)
+    load_best(run)
+    return model, data, run.history
+
+
+# --------------------------------------------------------------------------------- the loop's steps
+
+
+def run_config(
+    cfg: TrainConfig | None, out: Path, resume: bool, epochs: int | None
+) -> tuple[TrainConfig, tuple[dict, dict, dict] | None]:
+    """The run's config, validated, and on resume the contents of its last.npz (read once, here):
+    (model_state, optim_state, meta). The caller's cfg is left as it is."""
+    checkpoint = None
+    if resume:
+        prepare_run_dir(out, resume=True)
+        checkpoint = load_checkpoint(out / "last.npz")
+        cfg = TrainConfig.from_dict(checkpoint[2]["config"])
+    if cfg is None:
+        raise ValueError("train() needs a config unless it resumes a run")
+    if epochs is not None:
+        cfg = replace(cfg, epochs=epochs)
+    return cfg.validate(), checkpoint
+
+
+def check_data(model: VAE, data: Dataset) -> None:
+    """Refuse an empty training set, and images that are not finite or not in [0, 1]: each data set is
+    checked once here, so the steps need not check their batches."""
+    if len(data.x_train) == 0:
+        raise UserError("no training images: raise --train-limit or lower --val-fraction")
+    for split in (data.x_train, data.x_val, data.x_test):
+        if len(split):
+            model.check_input(split)
+
+
+def run_epoch(run: Run, flag: SignalFlag, on_step: OnStep | None, progress: bool) -> None:
+    """The batch loop of epoch run.state.epoch, from batch run.state.batch on (0 unless resumed mid-epoch).
+
+    Leaves the epoch's loss sums, live bottleneck units and seconds in run.state. After a step, a
+    SIGINT/SIGTERM or on_step returning True saves last.npz and raises Interrupted.
+    """
+    cfg, state, xp = run.cfg, run.state, run.model.xp
+    order = epoch_order(cfg.seed, state.epoch, len(run.data.x_train))
+    alive = xp.asarray(np.array(state.alive or False, dtype=bool))  # bottleneck units seen > 0, on the device
+    t0 = time.perf_counter()
+    bar = tqdm(
+        total=run.batches_per_epoch,
+        initial=state.batch,
+        desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+        disable=not progress,
+        leave=False,
+        unit="step",
+        file=sys.stderr,
+    )
+    stop = False
+    with bar:
+        while state.batch < run.batches_per_epoch and not stop:
+            idx = order[state.batch * cfg.batch_size : (state.batch + 1) * cfg.batch_size]
+            loss = train_batch(run, idx)
+            if loss is None:  # a non-finite step, skipped
+                state.skipped += 1
+            else:
+                state.add_step(loss, len(idx))
+                alive = alive | (run.model.encoder_output > 0).any(axis=0)
+                if state.batch % 10 == 0:
+                    bar.set_postfix(loss=f"{loss.total:.4g}")
+            state.batch += 1
+            state.step += 1
+            bar.update()
+            asked = on_step is not None and bool(on_step(state))
+            stop = asked or flag.signame is not None
+    state.seconds += time.perf_counter() - t0
+    state.alive = to_numpy(alive).tolist()
+    if stop:  # save the run as it is after this step, so that it resumes from the next one
+        run.save("last.npz")
+        raise Interrupted(run.out, flag.signame or "on_step")
+
+
+def train_batch(run: Run, idx: np.ndarray) -> VAELoss | None:
+    """Step run.state.step of the run, on the training images idx: the batch, its noise, β and C from
+    the schedule, then train_step. Returns the loss, or None when the loss or a gradient was NaN/Inf
+    and --on-nonfinite skip left the weights as they were (with stop: raises NonFiniteError)."""
+    cfg, step, xp = run.cfg, run.state.step, run.model.xp
+    xb = run.data.x_train[xp.asarray(idx)] if xp is not np else run.data.x_train[idx]
+    if cfg.binarize == "dynamic":  # a fresh binary draw of the batch, from the step's own stream
+        xb = binarize(xb, [cfg.seed, streams.STREAMS["binarize"], step])
+    eps = step_noise(cfg.seed, step, (len(idx), cfg.latent), cfg.dtype, xp)
+    beta = beta_at(step, run.batches_per_epoch, cfg)
+    cap = capacity_at(step, run.batches_per_epoch, cfg)
+    try:  # check_values=False: check_data checked the data sets
+        loss, applied = train_step(
+            run.model, run.optimizer, xb, eps, beta, cfg.loss, cfg.grad_clip, capacity=cap, check_values=False
+        )
+    except Exception as e:
+        if type(e).__name__ == "OutOfMemoryError":  # cupy.cuda.memory.OutOfMemoryError
+            raise out_of_memory(run, e) from e
+        raise
+    if applied:
+        return loss
+    if cfg.on_nonfinite == "stop":
+        raise nonfinite_error(run, first_nonfinite(run.model, xb, eps))
+    return None
+
+
+def out_of_memory(run: Run, e: Exception) -> UserError:
+    """What to do when a step does not fit in GPU memory."""
+    b, out = run.cfg.batch_size, run.out
+    return UserError(
+        f"the GPU ran out of memory in a step of batch size {b} ({e}). Try --batch-size {max(1, b // 2)}, "
+        f"or close other programs using the GPU; {out / 'last.npz'} holds the last finished epoch "
+        f"(resume with --resume {out})."
+    )
+
+
+def nonfinite_error(run: Run, where: str) -> NonFiniteError:
+    """The non-finite guard's message: which step, where the NaN/Inf first appears, what is saved, what to try."""
+    cfg, s, last = run.cfg, run.state, run.out / "last.npz"
+    saved = (
+        f"{last} (end of the last good epoch) is intact"
+        if last.exists()
+        else "no checkpoint had been written yet (this was the first epoch)"
+    )
+    return NonFiniteError(
+        f"step {s.step + 1} (epoch {s.epoch + 1}, batch {s.batch + 1}): the loss or a gradient is "
+        f"NaN/Inf; it first appears in {where}. The weights were not updated and {saved}. "
+        f"Likely causes: a learning rate too high (--lr {cfg.lr:g}), a large beta "
+        f"(--beta {cfg.beta:g}), or inputs outside [0, 1]; try a lower --lr, --grad-clip 10, "
+        "or --on-nonfinite skip."
+    )
+
+
+def validation(run: Run) -> dict[str, Any]:
+    """The validation columns of the epoch's history row (mean_loss over the validation set; blank
+    when there is none)."""
+    if not len(run.data.x_val):
+        return {"val_loss": "", "val_recon": "", "val_kl": ""}
+    v = mean_loss(run.model, run.data.x_val, run.cfg)
+    return {"val_loss": v["loss"], "val_recon": v["recon"], "val_kl": v["kl"]}
+
+
+def epoch_row(run: Run, val: dict[str, Any]) -> dict[str, Any]:
+    """The history row of the epoch just trained: the mean training loss, the validation columns `val`,
+    β and C at the epoch's last step, the live bottleneck units, and the training seconds."""
+    cfg, s = run.cfg, run.state
+    k = max(s.sums[3], 1)
+    beta = beta_at(s.step - 1, run.batches_per_epoch, cfg)
+    cap = capacity_at(s.step - 1, run.batches_per_epoch, cfg)
+    return {
+        "epoch": s.epoch + 1, "step": s.step,
+        "train_loss": s.sums[0] / k, "train_recon": s.sums[1] / k, "train_kl": s.sums[2] / k,
+        **val,
+        "beta": beta, "capacity": "" if cap is None else cap,
+        "effective_beta": effective_beta(cfg.loss, beta, cfg.latent),
+        "alive_units": int(np.sum(s.alive)),
+        "seconds": round(s.seconds, 3),
+    }  # fmt: skip
+
+
+def print_epoch(row: dict[str, Any], epochs: int, progress: bool) -> None:
+    """One line per epoch: the training and validation losses, and the seconds it took."""
+    msg = f"epoch {row['epoch']}/{epochs}: train {row['train_loss']:.4f}"
+    if row["val_loss"] != "":
+        msg += f", val {row['val_loss']:.4f} (recon {row['val_recon']:.4f}, kl {row['val_kl']:.4f})"
+    print(msg + f", {row['seconds']:.1f}s", file=sys.stderr if not progress else sys.stdout)
+
+
+def track_best(state: RunState, val_loss: float | str) -> bool:
+    """Early stopping's bookkeeping: True when val_loss is the best so far, else one more bad epoch.
+    Without a validation set (val_loss "") nothing changes."""
+    if val_loss == "":
+        return False
+    if val_loss < state.best_val:
+        state.best_val, state.bad_epochs = val_loss, 0
+        return True
+    state.bad_epochs += 1
+    return False
+
+
+def save_checkpoints(run: Run, improved: bool) -> None:
+    """best.npz when the validation loss improved (every epoch without a validation set); last.npz and
+    history.csv every epoch."""
+    if improved or not len(run.data.x_val):
+        run.save("best.npz")
+    run.save("last.npz")
+    write_history(run.out / "history.csv", run.history)
+
+
+def early_stop(run: Run) -> bool:
+    """True after --patience epochs without a better validation loss (never with --patience 0)."""
+    if run.cfg.patience and run.state.bad_epochs >= run.cfg.patience:
+        print(f"early stopping: no better validation loss for {run.cfg.patience} epochs", file=sys.stderr)
+        return True
+    return False
+
+
+def load_best(run: Run) -> None:
+    """Give the model the best-validation weights (the last ones when there is no validation set)."""
+    if (run.out / "best.npz").exists():
+        model_state, _, _ = load_checkpoint(run.out / "best.npz")
+        run.model.load_state_dict(model_state)
     else:  # no finite validation loss in any epoch: keep the last weights, and say so
         print(
             "no epoch reached a finite validation loss: best.npz is the last epoch's weights", file=sys.stderr
         )
-        save("best.npz")
-    return model, data, history
+        run.save("best.npz")
 
 
 def restore(model: VAE, optimizer: Optimizer | None, model_state, optim_state, path: Path) -> None:
@@ -463,7 +615,7 @@ def load_run(run_dir: str | Path, which: str = "best", backend: str | None = Non
     model_state, _, meta = load_checkpoint(path)
     cfg = TrainConfig.from_dict(meta["config"])
     if backend:
-        cfg.backend = backend
+        cfg = replace(cfg, backend=backend)
     xp = get_backend(cfg.backend)
     model = make_model(cfg, xp)
     restore(model, None, model_state, {}, path)
