@@ -17,8 +17,17 @@ from minivae.training.loop import train
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """An MLP VAE (hidden 64, latent 4, float64) after one epoch on 320 MNIST images; 100 test images."""
-    cfg = TrainConfig(latent=4, hidden=64, epochs=1, batch_size=32, train_limit=320, test_limit=100,
-                      val_fraction=0.0, dtype="float64", tsne_points=0)  # fmt: skip
+    cfg = TrainConfig(
+        latent=4,
+        hidden=64,
+        epochs=1,
+        batch_size=32,
+        train_limit=320,
+        test_limit=100,
+        val_fraction=0.0,
+        dtype="float64",
+        tsne_points=0,
+    )
     model, data, _ = train(cfg, tmp_path_factory.mktemp("lik") / "run", progress=False)
     return model, data.x_test, data.y_test
 

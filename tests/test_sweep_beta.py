@@ -76,8 +76,16 @@ def fake_run(path, rate, distortion, psnr, active, effective_beta):
     with (path / "per_digit.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["digit", "psnr_sampled", "psnr_mean", "mse_sampled", "mse_mean"])
         w.writeheader()
-        w.writerows({"digit": d, "psnr_sampled": psnr + d / 10, "psnr_mean": psnr + 1, "mse_sampled": 0.02,
-                     "mse_mean": 0.018} for d in range(10))  # fmt: skip
+        w.writerows(
+            {
+                "digit": d,
+                "psnr_sampled": psnr + d / 10,
+                "psnr_mean": psnr + 1,
+                "mse_sampled": 0.02,
+                "mse_mean": 0.018,
+            }
+            for d in range(10)
+        )
     (path / "history.csv").write_text("epoch,train_loss,val_loss\n1,100,99\n2,90,89\n")
 
 

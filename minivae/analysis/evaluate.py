@@ -26,7 +26,7 @@ import numpy as np
 from minivae.backend import to_numpy
 from minivae.models import VAE
 from minivae.nn import sigmoid
-from minivae.nn.losses import vae_loss
+from minivae.nn.losses import kl_normal, vae_loss
 from minivae.training.batches import forward_batches
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2015
@@ -57,6 +57,104 @@ def active_units(mu: np.ndarray, threshold: float = ACTIVE_THRESHOLD) -> tuple[i
     return int((unit_var > threshold).sum()), unit_var
 
 
+@dataclass
+class _Sums:
+    """One pass over the test set: per-image squared errors, and sums over the images."""
+
+    sq_sampled: np.ndarray  # (N,) squared error summed over the pixels, decoding sampled z
+    sq_mean: np.ndarray  # (N,) the same, decoding z = mu
+    loss: np.ndarray  # (3,) sums over images of the negative ELBO, its recon and its KL (nats)
+    kl_units: np.ndarray  # (latent,) KL of each latent unit, summed over images
+    alive: np.ndarray  # (encoder units,) True where the unit's output is > 0 for some image
+    mu: np.ndarray  # (N, latent) latent means, float64
+
+
+def _sum_over_test_set(model: VAE, x: Any, seed: int) -> _Sums:
+    """Run the model over x (N, 1, 28, 28) in batches (forward_batches) and add up what evaluate reports."""
+    n = len(x)
+    sq_sampled, sq_mean = np.zeros(n), np.zeros(n)
+    mus, loss = [], np.zeros(3)
+    kl_units = np.zeros(model.latent)
+    alive = None
+    for start, xb, logits, mu, logvar in forward_batches(model, x, seed, "test_noise"):
+        k = len(xb)
+        out = vae_loss(logits, xb, mu, logvar, beta=1.0, form="elbo")
+        loss += k * np.array([float(out.total), float(out.recon), float(out.kl)])
+        kl_elems = kl_normal(mu, logvar, reduction="none")[0]  # (k, latent): KL of each unit, each image
+        kl_units += to_numpy(kl_elems).sum(axis=0)
+        unit_alive = (model.encoder_output > 0).any(axis=0)
+        alive = unit_alive if alive is None else alive | unit_alive
+        sq_sampled[start : start + k] = to_numpy(((sigmoid(logits) - xb) ** 2).sum(axis=(1, 2, 3)))
+        mean_images = sigmoid(model.decode(mu))
+        sq_mean[start : start + k] = to_numpy(((mean_images - xb) ** 2).sum(axis=(1, 2, 3)))
+        mus.append(to_numpy(mu))
+    mu_all = np.concatenate(mus).astype(np.float64)
+    return _Sums(sq_sampled, sq_mean, loss, kl_units, to_numpy(alive), mu_all)
+
+
+def per_digit_rows(
+    labels: np.ndarray, sq_sampled: np.ndarray, sq_mean: np.ndarray, pixels: int
+) -> list[dict[str, Any]]:
+    """One row per digit present: its image count, and MSE and PSNR pooled over its images and pixels.
+
+    sq_sampled, sq_mean: (N,) per-image squared errors summed over the `pixels` pixels.
+    """
+    rows = []
+    for d in range(10):
+        sel = labels == d
+        if not sel.any():
+            continue
+        mse_s = sq_sampled[sel].sum() / (sel.sum() * pixels)
+        mse_m = sq_mean[sel].sum() / (sel.sum() * pixels)
+        rows.append(
+            {
+                "digit": d,
+                "count": int(sel.sum()),
+                "mse_sampled": mse_s,
+                "psnr_sampled": psnr(mse_s),
+                "mse_mean": mse_m,
+                "psnr_mean": psnr(mse_m),
+            }
+        )
+    return rows
+
+
+def _metrics(s: _Sums, rows: list[dict[str, Any]], pixels: int) -> dict[str, Any]:
+    """The scalar metrics (metrics.json) from the sums and the per-digit rows."""
+    n = len(s.sq_sampled)
+    neg_elbo, recon, kl = s.loss / n
+    n_active, unit_var = active_units(s.mu)
+    metrics = {
+        "test_images": n,
+        "neg_elbo": neg_elbo, "recon_nats": recon, "kl_nats": kl,
+        "rate_nats": kl, "distortion_nats": recon, "elbo_nats": -(recon + kl),
+        "kl_per_unit_nats": (s.kl_units / n).round(5).tolist(),
+        "mse_sampled": s.sq_sampled.sum() / (n * pixels), "mse_mean": s.sq_mean.sum() / (n * pixels),
+        "psnr_sampled_digit_mean": float(np.mean([r["psnr_sampled"] for r in rows])),
+        "psnr_mean_digit_mean": float(np.mean([r["psnr_mean"] for r in rows])),
+        "active_units": n_active, "latent_unit_variance": unit_var.round(5).tolist(),
+        "active_unit_mask": (unit_var > ACTIVE_THRESHOLD).tolist(),
+        "alive_encoder_units": int(s.alive.sum()), "encoder_units": int(s.alive.shape[0]),
+    }  # fmt: skip
+    metrics["psnr_sampled"] = psnr(metrics["mse_sampled"])
+    metrics["psnr_mean"] = psnr(metrics["mse_mean"])
+    return metrics
+
+
+def _iwae_metrics(model: VAE, x: Any, k: int, seed: int, progress: bool) -> dict[str, Any]:
+    """The IWAE estimate of log p(x), k samples per image: its mean over images and its standard error."""
+    from minivae.analysis.likelihood import iwae_bound
+
+    n = len(x)
+    log_px = iwae_bound(model, x, k, seed=seed, progress=progress)
+    return {
+        "iwae_k": k,
+        "iwae_log_px": float(log_px.mean()),
+        "iwae_nll": float(-log_px.mean()),
+        "iwae_stderr": float(log_px.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0,
+    }
+
+
 def evaluate(
     model: VAE, x: Any, labels: np.ndarray, seed: int = 0, iwae_k: int = 0, progress: bool = False
 ) -> Evaluation:
@@ -66,59 +164,13 @@ def evaluate(
     numbers are reproducible. The negative ELBO is in nats with beta = 1 (sum BCE + KL per image) =
     distortion + rate. iwae_k > 0 adds the IWAE estimate of log p(x) with that many samples per image.
     """
-    xp = model.xp
-    n, latent = len(x), model.latent
-    sq_sampled, sq_mean = np.zeros(n), np.zeros(n)
-    mus, sums = [], np.zeros(3)
-    kl_units = np.zeros(latent)  # KL per latent unit, summed over images
-    alive = None
-    for start, xb, logits, mu, logvar in forward_batches(model, x, seed, "test_noise"):
-        k = len(xb)
-        out = vae_loss(logits, xb, mu, logvar, beta=1.0, form="elbo")
-        sums += k * np.array([float(out.total), float(out.recon), float(out.kl)])
-        kl_units += to_numpy(0.5 * (xp.exp(logvar) + mu * mu - 1.0 - logvar)).sum(axis=0)
-        unit_alive = (model.encoder_output > 0).any(axis=0)
-        alive = unit_alive if alive is None else alive | unit_alive
-        sq_sampled[start : start + k] = to_numpy(((sigmoid(logits) - xb) ** 2).sum(axis=(1, 2, 3)))
-        mean_images = sigmoid(model.decode(mu))
-        sq_mean[start : start + k] = to_numpy(((mean_images - xb) ** 2).sum(axis=(1, 2, 3)))
-        mus.append(to_numpy(mu))
-    mu_all = np.concatenate(mus).astype(np.float64)
+    sums = _sum_over_test_set(model, x, seed)
     pixels = int(np.prod(x.shape[1:]))
-    rows = []
-    for d in range(10):
-        sel = labels == d
-        if not sel.any():
-            continue
-        mse_s = sq_sampled[sel].sum() / (sel.sum() * pixels)
-        mse_m = sq_mean[sel].sum() / (sel.sum() * pixels)
-        rows.append({"digit": d, "count": int(sel.sum()), "mse_sampled": mse_s, "psnr_sampled": psnr(mse_s),
-                     "mse_mean": mse_m, "psnr_mean": psnr(mse_m)})  # fmt: skip
-    neg_elbo, recon, kl = sums / n
-    n_active, unit_var = active_units(mu_all)
-    metrics = {
-        "test_images": n,
-        "neg_elbo": neg_elbo, "recon_nats": recon, "kl_nats": kl,
-        "rate_nats": kl, "distortion_nats": recon, "elbo_nats": -(recon + kl),
-        "kl_per_unit_nats": (kl_units / n).round(5).tolist(),
-        "mse_sampled": sq_sampled.sum() / (n * pixels), "mse_mean": sq_mean.sum() / (n * pixels),
-        "psnr_sampled_digit_mean": float(np.mean([r["psnr_sampled"] for r in rows])),
-        "psnr_mean_digit_mean": float(np.mean([r["psnr_mean"] for r in rows])),
-        "active_units": n_active, "latent_unit_variance": unit_var.round(5).tolist(),
-        "active_unit_mask": (unit_var > ACTIVE_THRESHOLD).tolist(),
-        "alive_encoder_units": int(to_numpy(alive).sum()), "encoder_units": int(alive.shape[0]),
-    }  # fmt: skip
-    metrics["psnr_sampled"] = psnr(metrics["mse_sampled"])
-    metrics["psnr_mean"] = psnr(metrics["mse_mean"])
+    rows = per_digit_rows(labels, sums.sq_sampled, sums.sq_mean, pixels)
+    metrics = _metrics(sums, rows, pixels)
     if iwae_k:
-        from minivae.analysis.likelihood import iwae_bound
-
-        log_px = iwae_bound(model, x, iwae_k, seed=seed, progress=progress)
-        metrics.update(
-            iwae_k=iwae_k, iwae_log_px=float(log_px.mean()), iwae_nll=float(-log_px.mean()),
-            iwae_stderr=float(log_px.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0,
-        )  # fmt: skip
-    return Evaluation(rows, metrics, mu_all, np.asarray(labels))
+        metrics.update(_iwae_metrics(model, x, iwae_k, seed, progress))
+    return Evaluation(rows, metrics, sums.mu, np.asarray(labels))
 
 
 def write_per_digit_csv(path: Path, rows: list[dict[str, Any]]) -> None:

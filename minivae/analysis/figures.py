@@ -115,8 +115,8 @@ def rate_distortion(
         c = f"C{i % 10}"
         pts = sorted(pts, key=lambda p: p[1])
         r, d = [p[1] for p in pts], [p[2] for p in pts]
-        ax.errorbar(r, d, xerr=[p[3] for p in pts], yerr=[p[4] for p in pts], fmt="-o", color=c, ms=4,
-                    capsize=2, label=name)  # fmt: skip
+        r_sd, d_sd = [p[3] for p in pts], [p[4] for p in pts]
+        ax.errorbar(r, d, xerr=r_sd, yerr=d_sd, fmt="-o", color=c, ms=4, capsize=2, label=name)
         for label, x, y, *_ in pts:
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=c)
     ax.set_xlabel("rate R = KL(q(z|x) || p(z)) (nats per image)")

@@ -53,14 +53,36 @@ def manifold_codes(n: int = 15) -> np.ndarray:
     return np.stack([z0.ravel(), z1.ravel()], axis=1)
 
 
-def draw(model: VAE, x: Any, labels: np.ndarray, mu: np.ndarray, out: Path, seed: int = 0,
-         max_units: int = 10) -> dict[str, Path]:  # fmt: skip
+def draw(
+    model: VAE, x: Any, labels: np.ndarray, mu: np.ndarray, out: Path, seed: int = 0, max_units: int = 10
+) -> dict[str, Path]:
     """Write traversals.png, interpolation.png and (latent 2) manifold.png, latent_scatter.png into out.
 
     x: test images (N, 1, 28, 28) on the model's backend; labels (N,); mu (N, latent) their latent means.
     Traversals show the max_units units with the largest Var(mu) (most informative first).
     """
-    figs = {}
+    figs = {"traversal": traversal_figure(model, x, labels, mu, out, max_units)}
+    pairs = interpolation_pairs(labels, seed)
+    if not pairs and len(mu) > 1:
+        pairs = [(0, 1)]
+    if pairs:
+        figs["interpolation"] = interpolation_figure(model, labels, mu, pairs, out)
+    if mu.shape[1] == 2:
+        n = 15
+        figs["manifold"] = figures.image_grid(
+            decode_images(model, manifold_codes(n)),
+            out / "manifold.png",
+            ncols=n,
+            title="decoded z on a grid of the prior's quantiles 0.05 ... 0.95 (z_0 rightwards, z_1 upwards)",
+        )
+        figs["scatter"] = figures.latent_scatter(mu, labels, out / "latent_scatter.png")
+    return figs
+
+
+def traversal_figure(
+    model: VAE, x: Any, labels: np.ndarray, mu: np.ndarray, out: Path, max_units: int
+) -> Path:
+    """traversals.png: the first test image, then one row per unit (largest Var(mu) first) swept."""
     unit_var = mu.var(axis=0)
     units = [int(u) for u in np.argsort(-unit_var, kind="stable")[:max_units]]
     values = np.linspace(-3.0, 3.0, 9)
@@ -68,29 +90,32 @@ def draw(model: VAE, x: Any, labels: np.ndarray, mu: np.ndarray, out: Path, seed
     imgs = decode_images(model, z.reshape(-1, mu.shape[1])).reshape(len(units), len(values), 28, 28)
     rows = {"original": to_numpy(x[:1])[:, 0]}
     rows.update({f"z{u} (Var mu {unit_var[u]:.2f})": imgs[r] for r, u in enumerate(units)})
-    figs["traversal"] = figures.image_mosaic(
-        rows, out / "traversals.png",
-        f"a test image of a {labels[0]}: one unit swept, the others at its mu", [f"{v:g}" for v in values],
-    )  # fmt: skip
+    return figures.image_mosaic(
+        rows,
+        out / "traversals.png",
+        f"a test image of a {labels[0]}: one unit swept, the others at its mu",
+        [f"{v:g}" for v in values],
+    )
+
+
+def interpolation_pairs(labels: np.ndarray, seed: int) -> list[tuple[int, int]]:
+    """(a, b) test-image indices, one pair per digit pair 1-7, 3-8, 4-9, 0-6 present (seeded draw)."""
     rng = streams.rng(seed, "latent_figures")
     pairs = []
     for a, b in ((1, 7), (3, 8), (4, 9), (0, 6)):
         ia, ib = np.flatnonzero(labels == a), np.flatnonzero(labels == b)
         if len(ia) and len(ib):
             pairs.append((int(rng.choice(ia)), int(rng.choice(ib))))
-    if not pairs and len(mu) > 1:
-        pairs = [(0, 1)]
-    if pairs:
-        figs["interpolation"] = figures.image_mosaic(
-            {f"{labels[i]} -> {labels[j]}": decode_images(model, interpolation_codes(mu[i], mu[j]))
-             for i, j in pairs},
-            out / "interpolation.png", "decoded (1 - t) mu(a) + t mu(b), t = 0 ... 1",
-        )  # fmt: skip
-    if mu.shape[1] == 2:
-        n = 15
-        figs["manifold"] = figures.image_grid(
-            decode_images(model, manifold_codes(n)), out / "manifold.png", ncols=n,
-            title="decoded z on a grid of the prior's quantiles 0.05 ... 0.95 (z_0 rightwards, z_1 upwards)",
-        )  # fmt: skip
-        figs["scatter"] = figures.latent_scatter(mu, labels, out / "latent_scatter.png")
-    return figs
+    return pairs
+
+
+def interpolation_figure(
+    model: VAE, labels: np.ndarray, mu: np.ndarray, pairs: list[tuple[int, int]], out: Path
+) -> Path:
+    """interpolation.png: a row per (a, b) pair, decoded from mu(a) to mu(b)."""
+    paths = {f"{labels[i]} -> {labels[j]}": interpolation_codes(mu[i], mu[j]) for i, j in pairs}
+    return figures.image_mosaic(
+        {name: decode_images(model, z) for name, z in paths.items()},
+        out / "interpolation.png",
+        "decoded (1 - t) mu(a) + t mu(b), t = 0 ... 1",
+    )

@@ -25,9 +25,14 @@ def one_per_digit(labels: np.ndarray, k: int = 10) -> np.ndarray:
 
 
 def write_report(
-    model: VAE, cfg: TrainConfig, x_test: Any, y_test: np.ndarray, out: Path, iwae_k: int = 0,
+    model: VAE,
+    cfg: TrainConfig,
+    x_test: Any,
+    y_test: np.ndarray,
+    out: Path,
+    iwae_k: int = 0,
     progress: bool = False,
-) -> Evaluation:  # fmt: skip
+) -> Evaluation:
     """Evaluate and write per_digit.csv, metrics.json, the figures and report.md into run directory out.
 
     iwae_k > 0 adds the IWAE estimate of log p(x) with that many importance samples per test image.
@@ -40,54 +45,83 @@ def write_report(
         m["best_val_loss"] = min(float(r["val_loss"]) for r in history)
     write_per_digit_csv(out / "per_digit.csv", ev.per_digit)
     save_json(out / "metrics.json", m)
+    ref = seed_reference(cfg.latent) if cfg.arch == "conv" and len(ev.per_digit) == 10 else None
+    figs = draw_figures(model, cfg, x_test, ev, history, ref, out)
+    (out / "report.md").write_text(render(cfg, m, ev.per_digit, history, figs, ref))
+    return ev
 
+
+def draw_figures(
+    model: VAE,
+    cfg: TrainConfig,
+    x_test: Any,
+    ev: Evaluation,
+    history: list[dict[str, Any]],
+    ref: list[float] | None,
+    out: Path,
+) -> dict[str, Path]:
+    """Draw the run's figures into out; figure key -> path, in the order report.md shows them."""
     figs = {}
     if history:
-        units = (
-            "(nats per image)"
-            if cfg.loss == "elbo"
-            else "(seed units: pixel-mean BCE + beta * latent-mean KL)"
-        )
-        figs["loss"] = figures.loss_curves(
-            {f"{cfg.arch} z={cfg.latent}": history}, out / "loss_curves.png", units
-        )
-    xp = model.xp
-    idx = one_per_digit(y_test)
-    xb = x_test[xp.asarray(idx)] if xp is not np else x_test[idx]
-    eps = xp.asarray(
-        streams.rng(cfg.seed, "recon_figure").standard_normal((len(idx), cfg.latent), dtype=cfg.dtype)
-    )
-    sampled = to_numpy(sigmoid(model.forward(xb, eps=eps)[0]))
-    mean = to_numpy(model.reconstruct(xb))
-    figs["recon"] = figures.image_rows(
-        {"originals": to_numpy(xb), "decoded sampled z": sampled, "decoded z = mu": mean},
-        out / "reconstructions.png",
-    )
-    z = xp.asarray(streams.rng(cfg.seed, "prior_figure").standard_normal((32, cfg.latent), dtype=cfg.dtype))
-    figs["prior"] = figures.image_grid(
-        to_numpy(sigmoid(model.decode(z))), out / "prior_samples.png", title="decoded z ~ N(0, I)"
-    )
+        figs["loss"] = loss_figure(cfg, history, out)
+    figs["recon"] = reconstruction_figure(model, cfg, x_test, ev.labels, out)
+    figs["prior"] = prior_figure(model, cfg, out)
     if cfg.tsne_points:
         k = min(cfg.tsne_points, len(ev.mu))
         figs["tsne"] = figures.tsne_map(ev.mu[:k], ev.labels[:k], out / "tsne.png", seed=cfg.seed)
     figs.update(latent_figures.draw(model, x_test, ev.labels, ev.mu, out, seed=cfg.seed))
-    rows = ev.per_digit
-    series = {
+    figs.update(per_digit_figures(ev.per_digit, ref, out))
+    return figs
+
+
+def loss_figure(cfg: TrainConfig, history: list[dict[str, Any]], out: Path) -> Path:
+    """loss_curves.png: training and validation loss per epoch, in the loss form's units."""
+    if cfg.loss == "elbo":
+        units = "(nats per image)"
+    else:
+        units = "(seed units: pixel-mean BCE + beta * latent-mean KL)"
+    return figures.loss_curves({f"{cfg.arch} z={cfg.latent}": history}, out / "loss_curves.png", units)
+
+
+def reconstruction_figure(model: VAE, cfg: TrainConfig, x_test: Any, labels: np.ndarray, out: Path) -> Path:
+    """reconstructions.png: one test image per digit, decoded from sampled z and from z = mu."""
+    xp = model.xp
+    idx = one_per_digit(labels)
+    xb = x_test[xp.asarray(idx)] if xp is not np else x_test[idx]
+    eps = streams.rng(cfg.seed, "recon_figure").standard_normal((len(idx), cfg.latent), dtype=cfg.dtype)
+    sampled = to_numpy(sigmoid(model.forward(xb, eps=xp.asarray(eps))[0]))
+    mean = to_numpy(model.reconstruct(xb))
+    return figures.image_rows(
+        {"originals": to_numpy(xb), "decoded sampled z": sampled, "decoded z = mu": mean},
+        out / "reconstructions.png",
+    )
+
+
+def prior_figure(model: VAE, cfg: TrainConfig, out: Path) -> Path:
+    """prior_samples.png: 32 images decoded from z ~ N(0, I)."""
+    z = streams.rng(cfg.seed, "prior_figure").standard_normal((32, cfg.latent), dtype=cfg.dtype)
+    images = to_numpy(sigmoid(model.decode(model.xp.asarray(z))))
+    return figures.image_grid(images, out / "prior_samples.png", title="decoded z ~ N(0, I)")
+
+
+def per_digit_figures(rows: list[dict[str, Any]], ref: list[float] | None, out: Path) -> dict[str, Path]:
+    """psnr_per_digit.png (beside the seed study's PSNR when ref is given) and mse_per_digit.png."""
+    psnr = {
         "sampled z": ([r["psnr_sampled"] for r in rows], None),
         "z = mu": ([r["psnr_mean"] for r in rows], None),
     }
-    ref = seed_reference(cfg.latent) if cfg.arch == "conv" and len(rows) == 10 else None
     if ref:
-        series["seed study (sampled z)"] = (ref, None)
-    figs["psnr"] = figures.per_digit_bars(
-        series, out / "psnr_per_digit.png", "PSNR (dB)", "per-digit PSNR, test set"
-    )
-    figs["mse"] = figures.per_digit_bars(
-        {"sampled z": ([r["mse_sampled"] for r in rows], None), "z = mu": ([r["mse_mean"] for r in rows], None)},
-        out / "mse_per_digit.png", "MSE", "per-digit MSE, test set",
-    )  # fmt: skip
-    (out / "report.md").write_text(render(cfg, m, rows, history, figs, ref))
-    return ev
+        psnr["seed study (sampled z)"] = (ref, None)
+    mse = {
+        "sampled z": ([r["mse_sampled"] for r in rows], None),
+        "z = mu": ([r["mse_mean"] for r in rows], None),
+    }
+    return {
+        "psnr": figures.per_digit_bars(
+            psnr, out / "psnr_per_digit.png", "PSNR (dB)", "per-digit PSNR, test set"
+        ),
+        "mse": figures.per_digit_bars(mse, out / "mse_per_digit.png", "MSE", "per-digit MSE, test set"),
+    }
 
 
 def _fmt(v: Any, nd: int = 4) -> str:
@@ -96,10 +130,50 @@ def _fmt(v: Any, nd: int = 4) -> str:
     return str(v)
 
 
-def render(cfg: TrainConfig, m: dict[str, Any], rows: list[dict[str, Any]], history: list[dict[str, Any]],
-           figs: dict[str, Path], ref: list[float] | None) -> str:  # fmt: skip
+CAPTIONS = {
+    "loss": "Training and validation loss per epoch",
+    "recon": "One test image per digit: originals, decoded sampled z, decoded z = mu",
+    "prior": "Samples: decoded z drawn from the prior N(0, I)",
+    "tsne": "t-SNE of the test images' latent means, coloured by digit",
+    "traversal": "Traversals: one latent unit swept from -3 to 3, the others held at a test image's mu "
+    "(units by decreasing Var(mu); inactive units change nothing)",
+    "interpolation": "Interpolation between the latent means of two test digits",
+    "manifold": "Latent size 2: the decoded latent plane, a grid of the prior's quantiles",
+    "scatter": "Latent size 2: the test images' latent means, coloured by digit",
+    "psnr": "Per-digit PSNR",
+    "mse": "Per-digit MSE",
+}
+
+
+def render(
+    cfg: TrainConfig,
+    m: dict[str, Any],
+    rows: list[dict[str, Any]],
+    history: list[dict[str, Any]],
+    figs: dict[str, Path],
+    ref: list[float] | None,
+) -> str:
     """report.md: what was trained, how it did, and the pictures."""
     lines = [
+        *_run_lines(cfg, m),
+        *_test_set_lines(cfg, m),
+        *_latent_unit_lines(m),
+        *_per_digit_lines(rows, ref),
+        *_figure_lines(figs),
+        *_history_lines(cfg, history),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _run_lines(cfg: TrainConfig, m: dict[str, Any]) -> list[str]:
+    """The title and what was trained: model, loss, beta schedule, targets, optimizer."""
+    if cfg.binarize == "dynamic":
+        targets = (
+            "dynamically binarised images (training batches drawn afresh; validation and test binarised once)"
+        )
+    else:
+        targets = "grey levels in [0, 1]"
+    return [
         f"# minivae run: {cfg.arch} VAE, latent {cfg.latent}",
         "",
         f"- model: `{cfg.arch}`, {m['parameters']:,} parameters, init {cfg.init or 'default'}, "
@@ -107,15 +181,16 @@ def render(cfg: TrainConfig, m: dict[str, Any], rows: list[dict[str, Any]], hist
         f"- loss form `{cfg.loss}` with beta = {cfg.beta:g}: effective beta in standard ELBO units = "
         f"**{m['effective_beta']:.4g}**",
         f"- beta schedule: {schedule_text(cfg)}",
-        "- targets: "
-        + (
-            "dynamically binarised images (training batches drawn afresh; validation and test binarised once)"
-            if cfg.binarize == "dynamic"
-            else "grey levels in [0, 1]"
-        ),
+        f"- targets: {targets}",
         f"- {cfg.optimizer}, lr {cfg.lr:g}, batch {cfg.batch_size}, {m['epochs_run']} of {cfg.epochs} epochs, "
         f"seed {cfg.seed}, backend {cfg.backend}, {cfg.dtype}",
         "",
+    ]
+
+
+def _test_set_lines(cfg: TrainConfig, m: dict[str, Any]) -> list[str]:
+    """## Test set: the ELBO as rate + distortion, MSE and PSNR, live units, the IWAE bound if computed."""
+    lines = [
         "## Test set",
         "",
         f"- negative ELBO (beta = 1, one z per image): **{m['neg_elbo']:.2f} nats** "
@@ -129,75 +204,97 @@ def render(cfg: TrainConfig, m: dict[str, Any], rows: list[dict[str, Any]], hist
         f"- encoder output units alive (> 0 for some test image): {m['alive_encoder_units']} of {m['encoder_units']}",
     ]
     if m.get("iwae_k"):
-        lines.append(
+        line = (
             f"- IWAE estimate of log p(x) with k = {m['iwae_k']} importance samples (Burda et al. 2015): "
             f"**{m['iwae_log_px']:.2f} ± {m['iwae_stderr']:.2f} nats** (mean ± standard error over images), "
             f"a bound {m['iwae_log_px'] - m['elbo_nats']:.2f} nats tighter than the ELBO"
-            + (
-                ""
-                if cfg.binarize == "dynamic"
-                else "; with grey-level targets -BCE is not a normalised likelihood of the images, so this "
+        )
+        if cfg.binarize != "dynamic":
+            line += (
+                "; with grey-level targets -BCE is not a normalised likelihood of the images, so this "
                 "number is not comparable with published log-likelihoods of binarised MNIST"
             )
-        )
+        lines.append(line)
     if "best_val_loss" in m:
-        lines.append(f"- best validation loss ({cfg.loss} units): {m['best_val_loss']:.4f}; the weights evaluated are "
-                     "those of the best validation epoch")  # fmt: skip
-    lines += ["", "## Latent units", "", "Active: Var over test images of the unit's mean > 0.01 (Burda et al. "
-              "2015). KL: the unit's share of the rate, nats per image.", "",
-              "| unit | Var(mu) | KL (nats) | active |", "|---|---|---|---|"]  # fmt: skip
-    for i, (v, kl, on) in enumerate(
-        zip(m["latent_unit_variance"], m["kl_per_unit_nats"], m["active_unit_mask"])
-    ):
+        lines.append(
+            f"- best validation loss ({cfg.loss} units): {m['best_val_loss']:.4f}; the weights evaluated are "
+            "those of the best validation epoch"
+        )
+    return lines
+
+
+def _latent_unit_lines(m: dict[str, Any]) -> list[str]:
+    """## Latent units: each unit's Var(mu), its share of the rate, and whether it is active."""
+    lines = [
+        "",
+        "## Latent units",
+        "",
+        "Active: Var over test images of the unit's mean > 0.01 (Burda et al. 2015). "
+        "KL: the unit's share of the rate, nats per image.",
+        "",
+        "| unit | Var(mu) | KL (nats) | active |",
+        "|---|---|---|---|",
+    ]
+    units = zip(m["latent_unit_variance"], m["kl_per_unit_nats"], m["active_unit_mask"])
+    for i, (v, kl, on) in enumerate(units):
         lines.append(f"| {i} | {v:.4f} | {kl:.3f} | {'yes' if on else 'no'} |")
-    lines += ["", "## Per digit", "", "PSNR = 10 log10(1 / MSE), MSE pooled over all test images of the digit, "
-              "pixels in [0, 1].", ""]  # fmt: skip
+    return lines
+
+
+def _per_digit_lines(rows: list[dict[str, Any]], ref: list[float] | None) -> list[str]:
+    """## Per digit: MSE and PSNR for sampled z and z = mu, beside the seed study's PSNR when ref is given."""
     head = "| digit | images | MSE sampled z | PSNR sampled z | MSE z = mu | PSNR z = mu |"
     sep = "|---|---|---|---|---|---|"
     if ref:
         head, sep = head + " seed study PSNR |", sep + "---|"
-    lines += [head, sep]
+    lines = [
+        "",
+        "## Per digit",
+        "",
+        "PSNR = 10 log10(1 / MSE), MSE pooled over all test images of the digit, pixels in [0, 1].",
+        "",
+        head,
+        sep,
+    ]
     for i, r in enumerate(rows):
-        line = (f"| {r['digit']} | {r['count']} | {r['mse_sampled']:.5f} | {r['psnr_sampled']:.2f} | "
-                f"{r['mse_mean']:.5f} | {r['psnr_mean']:.2f} |")  # fmt: skip
+        line = (
+            f"| {r['digit']} | {r['count']} | {r['mse_sampled']:.5f} | {r['psnr_sampled']:.2f} | "
+            f"{r['mse_mean']:.5f} | {r['psnr_mean']:.2f} |"
+        )
         lines.append(line + (f" {ref[i]:.2f} |" if ref else ""))
-    lines += ["", "## Figures", ""]
-    captions = {
-        "loss": "Training and validation loss per epoch",
-        "recon": "One test image per digit: originals, decoded sampled z, decoded z = mu",
-        "prior": "Samples: decoded z drawn from the prior N(0, I)",
-        "tsne": "t-SNE of the test images' latent means, coloured by digit",
-        "traversal": "Traversals: one latent unit swept from -3 to 3, the others held at a test image's mu "
-        "(units by decreasing Var(mu); inactive units change nothing)",
-        "interpolation": "Interpolation between the latent means of two test digits",
-        "manifold": "Latent size 2: the decoded latent plane, a grid of the prior's quantiles",
-        "scatter": "Latent size 2: the test images' latent means, coloured by digit",
-        "psnr": "Per-digit PSNR",
-        "mse": "Per-digit MSE",
-    }
+    return lines
+
+
+def _figure_lines(figs: dict[str, Path]) -> list[str]:
+    """## Figures: each figure under its caption, in the order of figs."""
+    lines = ["", "## Figures", ""]
     for key, path in figs.items():
-        lines += [f"### {captions[key]}", "", f"![{captions[key]}]({Path(path).name})", ""]
-    if history:
-        scheduled = cfg.beta_schedule != "constant"
-        lines += ["## History", ""]
-        if scheduled:
-            lines += [
-                "beta (and C) at each epoch's last step; validation losses use the schedule's end point.",
-                "",
-            ]
-        head = "| epoch | train loss | val loss | val recon | val KL | alive units | s |"
-        if scheduled:
-            head = head.replace("| epoch |", "| epoch | beta | C |")
-        lines += [head, "|---" * head.count(" |") + "|"]
-        for r in history:
-            sched = (
-                f" {_fmt(_num(r.get('beta')))} | {_fmt(_num(r.get('capacity')), 2)} |" if scheduled else ""
-            )
-            lines.append(
-                f"| {r['epoch']} |{sched} {_fmt(float(r['train_loss']))} | {_fmt(_num(r['val_loss']))} | "
-                f"{_fmt(_num(r['val_recon']))} | {_fmt(_num(r['val_kl']))} | {r['alive_units']} | {r['seconds']} |"
-            )
-    return "\n".join(lines) + "\n"
+        lines += [f"### {CAPTIONS[key]}", "", f"![{CAPTIONS[key]}]({Path(path).name})", ""]
+    return lines
+
+
+def _history_lines(cfg: TrainConfig, history: list[dict[str, Any]]) -> list[str]:
+    """## History: one row per epoch (with the schedule's beta and C when beta was scheduled)."""
+    if not history:
+        return []
+    scheduled = cfg.beta_schedule != "constant"
+    lines = ["## History", ""]
+    if scheduled:
+        lines += [
+            "beta (and C) at each epoch's last step; validation losses use the schedule's end point.",
+            "",
+        ]
+    head = "| epoch | train loss | val loss | val recon | val KL | alive units | s |"
+    if scheduled:
+        head = head.replace("| epoch |", "| epoch | beta | C |")
+    lines += [head, "|---" * head.count(" |") + "|"]
+    for r in history:
+        sched = f" {_fmt(_num(r.get('beta')))} | {_fmt(_num(r.get('capacity')), 2)} |" if scheduled else ""
+        lines.append(
+            f"| {r['epoch']} |{sched} {_fmt(float(r['train_loss']))} | {_fmt(_num(r['val_loss']))} | "
+            f"{_fmt(_num(r['val_recon']))} | {_fmt(_num(r['val_kl']))} | {r['alive_units']} | {r['seconds']} |"
+        )
+    return lines
 
 
 def schedule_text(cfg: TrainConfig) -> str:
@@ -207,12 +304,16 @@ def schedule_text(cfg: TrainConfig) -> str:
         w = cfg.beta_warmup_epochs or cfg.epochs
         return f"linear warm-up from 0 to {cfg.beta:g} over {w:g} of {run}, per step"
     if cfg.beta_schedule == "cyclical":
-        return (f"cyclical (Fu et al. 2019): {cfg.beta_cycles} cycles over {run}, beta rising from 0 to "
-                f"{cfg.beta:g} over the first {cfg.beta_cycle_ratio:g} of each")  # fmt: skip
+        return (
+            f"cyclical (Fu et al. 2019): {cfg.beta_cycles} cycles over {run}, beta rising from 0 to "
+            f"{cfg.beta:g} over the first {cfg.beta_cycle_ratio:g} of each"
+        )
     if cfg.beta_schedule == "capacity":
         w = cfg.capacity_epochs or cfg.epochs
-        return (f"capacity (Burgess et al. 2018): loss = recon + {cfg.beta:g} |KL - C|, C rising from 0 to "
-                f"{cfg.capacity_max:g} nats over {w:g} of {run}")  # fmt: skip
+        return (
+            f"capacity (Burgess et al. 2018): loss = recon + {cfg.beta:g} |KL - C|, C rising from 0 to "
+            f"{cfg.capacity_max:g} nats over {w:g} of {run}"
+        )
     return "constant"
 
 

@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import json
 import sys
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from minivae.analysis.evaluate import seed_reference
 from minivae.nn.losses import beta_for_effective
 from minivae.training.config import TrainConfig
 from minivae.training.rundir import read_history, save_json
+
+Cells = dict[tuple[float | None, int], dict[str, Any]]  # (β setting, latent) -> read_cell() of its runs
 
 
 def run_dir(out: Path, latent: int, seed: int, beta: float | None = None, effective: bool = False) -> Path:
@@ -66,9 +69,15 @@ def run_one(cfg_dict: dict[str, Any], path: str, progress: bool) -> str:
 
 
 def sweep(
-    base: TrainConfig, latents: list[int], seeds: int, out: Path, jobs: int = 1, progress: bool = True,
-    betas: list[float] | None = None, fixed_effective_beta: bool = False,
-) -> Path:  # fmt: skip
+    base: TrainConfig,
+    latents: list[int],
+    seeds: int,
+    out: Path,
+    jobs: int = 1,
+    progress: bool = True,
+    betas: list[float] | None = None,
+    fixed_effective_beta: bool = False,
+) -> Path:
     """Train every (beta, latent, seed) run under out/ and write out/summary.csv, figures and report.md.
 
     betas None: every run uses base.beta (the latent-size sweep). fixed_effective_beta: the betas (default:
@@ -101,79 +110,178 @@ def _mean_sd(vals: list[float]) -> tuple[float, float]:
 
 
 def summarize(
-    base: TrainConfig, latents: list[int], seeds: int, out: Path, betas: list[float] | None = None,
+    base: TrainConfig,
+    latents: list[int],
+    seeds: int,
+    out: Path,
+    betas: list[float] | None = None,
     fixed_effective_beta: bool = False,
-) -> Path:  # fmt: skip
+) -> Path:
     """Aggregate the runs' per_digit.csv and metrics.json into the sweep's table, figures and report."""
     if fixed_effective_beta and betas is None:
         betas = [base.effective_beta]
     gs = groups(base, betas, fixed_effective_beta)
-    mixed = base if None in gs and len(gs) > 1 else None  # the seed's protocol beside fixed-β_eff settings
-    table, cells, histories = [], {}, {}
+    mixed = _mixed(base, gs)
+    cells, histories = {}, {}
     for beta in gs:
         eff = fixed_effective_beta and beta is not None
         for latent in latents:
             runs = [run_dir(out, latent, base.seed + s, beta, eff) for s in range(seeds)]
-            digits = [_read_csv(r / "per_digit.csv") for r in runs]
-            metrics = [json.loads((r / "metrics.json").read_text()) for r in runs]
+            cells[(beta, latent)] = read_cell(runs, run_config(base, latent, base.seed, beta, eff).beta)
             histories[cell_label(beta, latent, eff, mixed)] = read_history(runs[0] / "history.csv")
-            stats = {}
-            for key in ("psnr_sampled", "psnr_mean", "mse_sampled", "mse_mean"):
-                vals = np.array([[float(row[key]) for row in d] for d in digits])  # (seeds, 10)
-                stats[key] = (vals.mean(0), vals.std(0, ddof=1) if seeds > 1 else np.zeros(vals.shape[1]))
-            run_beta = run_config(base, latent, base.seed, beta, eff).beta
-            cells[(beta, latent)] = {"stats": stats, "metrics": metrics, "run_beta": run_beta}
-            for d in range(len(digits[0])):
-                table.append({"beta": f"{run_beta:.6g}", "effective_beta": f"{metrics[0]['effective_beta']:.6g}",
-                              "latent": latent, "digit": d, "seeds": seeds,
-                              **{f"{k}_mean": f"{v[0][d]:.6g}" for k, v in stats.items()},
-                              **{f"{k}_std": f"{v[1][d]:.6g}" for k, v in stats.items()}})  # fmt: skip
-    with (out / "summary.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(table[0]))
-        w.writeheader()
-        w.writerows(table)
-
-    def bars(key: str) -> dict[str, tuple[Any, Any]]:
-        return {cell_label(b, z, fixed_effective_beta and b is not None, mixed): tuple(v["stats"][key])
-                for (b, z), v in cells.items()}  # fmt: skip
-
-    figs = {
-        "psnr_sampled": figures.per_digit_bars(
-            bars("psnr_sampled"), out / "psnr_sampled_by_latent.png", "PSNR (dB)",
-            f"sampled z, mean ± sd over {seeds} seed(s)",
-        ),
-        "psnr_mean": figures.per_digit_bars(
-            bars("psnr_mean"), out / "psnr_mean_by_latent.png", "PSNR (dB)", f"z = mu, mean ± sd over {seeds} seed(s)",
-        ),
-        "mse_sampled": figures.per_digit_bars(
-            bars("mse_sampled"), out / "mse_sampled_by_latent.png", "MSE", f"sampled z, mean ± sd over {seeds} seed(s)",
-        ),
-        "loss": figures.loss_curves(histories, out / "loss_curves_by_latent.png"),
-    }  # fmt: skip
-    if len(latents) > 1:
-        figs["by_latent"] = figures.by_latent(
-            {name: {group_label(b, fixed_effective_beta, base): _series(cells, b, latents, key)
-                    for b in gs}
-             for name, key in (("PSNR sampled z, digit mean (dB)", "psnr_sampled_digit_mean"),
-                               ("active units", "active_units"))},
-            out / "psnr_active_by_latent.png", f"test set, mean ± sd over {seeds} seed(s)",
-        )  # fmt: skip
-    if betas is not None:
-        figs["rate_distortion"] = figures.rate_distortion(
-            {f"latent {z}": [rd_point(b, cells[(b, z)]["metrics"]) for b in betas] for z in latents},
-            out / "rate_distortion.png",
-            "rate-distortion, test set" + (" (β in ELBO units)" if fixed_effective_beta else f" (β in {base.loss} units)"),
-        )  # fmt: skip
-    verdicts = [best_sentence({z: cells[(b, z)] for z in latents},
-                              group_label(b, fixed_effective_beta, base) if betas is not None else "")
-                for b in gs if len(latents) > 1 or betas is None]  # fmt: skip
-    if betas is not None and len(betas) > 1:
-        verdicts += [monotone_sentence({b: cells[(b, z)]["metrics"] for b in betas}, z) for z in latents]
-    save_json(out / "sweep.json", {"latents": latents, "seeds": seeds, "betas": betas,
-                                   "fixed_effective_beta": fixed_effective_beta, "base_config": base.to_dict(),
-                                   "verdict": " ".join(verdicts)})  # fmt: skip
+    write_summary_csv(out / "summary.csv", summary_rows(cells, seeds))
+    figs = draw_figures(base, cells, histories, seeds, out, betas, fixed_effective_beta)
+    verdicts = verdict_sentences(base, cells, betas, fixed_effective_beta)
+    save_json(
+        out / "sweep.json",
+        {
+            "latents": latents,
+            "seeds": seeds,
+            "betas": betas,
+            "fixed_effective_beta": fixed_effective_beta,
+            "base_config": base.to_dict(),
+            "verdict": " ".join(verdicts),
+        },
+    )
     (out / "report.md").write_text(render(base, cells, seeds, figs, verdicts, betas, fixed_effective_beta))
     return out / "report.md"
+
+
+def _mixed(base: TrainConfig, settings: Iterable[float | None]) -> TrainConfig | None:
+    """base when the seed's protocol (None) runs beside fixed-β_eff settings (labels name it), else None."""
+    settings = set(settings)
+    return base if None in settings and len(settings) > 1 else None
+
+
+def read_cell(runs: list[Path], run_beta: float) -> dict[str, Any]:
+    """One setting's runs (one per seed): their metrics, and per digit the mean and sd over seeds.
+
+    Returns {"stats": key -> (mean (digits,), sd (digits,)), "metrics": [metrics.json per seed],
+    "run_beta": the β each run trained with, in its loss form's units}; sd is 0 with a single seed.
+    """
+    digits = [_read_csv(r / "per_digit.csv") for r in runs]
+    metrics = [json.loads((r / "metrics.json").read_text()) for r in runs]
+    stats = {}
+    for key in ("psnr_sampled", "psnr_mean", "mse_sampled", "mse_mean"):
+        vals = np.array([[float(row[key]) for row in d] for d in digits])  # (seeds, digits)
+        sd = vals.std(0, ddof=1) if len(runs) > 1 else np.zeros(vals.shape[1])
+        stats[key] = (vals.mean(0), sd)
+    return {"stats": stats, "metrics": metrics, "run_beta": run_beta}
+
+
+def summary_rows(cells: Cells, seeds: int) -> list[dict[str, Any]]:
+    """summary.csv: one row per setting and digit, each statistic's mean and sd over seeds."""
+    rows = []
+    for (_, latent), v in cells.items():
+        stats = v["stats"]
+        for d in range(len(stats["psnr_sampled"][0])):
+            rows.append(
+                {
+                    "beta": f"{v['run_beta']:.6g}",
+                    "effective_beta": f"{v['metrics'][0]['effective_beta']:.6g}",
+                    "latent": latent,
+                    "digit": d,
+                    "seeds": seeds,
+                    **{f"{k}_mean": f"{mean[d]:.6g}" for k, (mean, _) in stats.items()},
+                    **{f"{k}_std": f"{sd[d]:.6g}" for k, (_, sd) in stats.items()},
+                }
+            )
+    return rows
+
+
+def write_summary_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def draw_figures(
+    base: TrainConfig,
+    cells: Cells,
+    histories: dict[str, list[dict[str, Any]]],
+    seeds: int,
+    out: Path,
+    betas: list[float] | None,
+    fixed_effective_beta: bool,
+) -> dict[str, Path]:
+    """The sweep's figures in out: per-digit bars and loss curves always, by latent size when there are
+    several sizes, the rate-distortion curve when β is swept; figure key -> path."""
+    latents = _latents(cells)
+    mixed = _mixed(base, _settings(cells))
+    over = f"mean ± sd over {seeds} seed(s)"
+
+    def bars(key: str, name: str, ylabel: str, title: str) -> Path:
+        series = {
+            cell_label(b, z, fixed_effective_beta and b is not None, mixed): tuple(v["stats"][key])
+            for (b, z), v in cells.items()
+        }
+        return figures.per_digit_bars(series, out / name, ylabel, title)
+
+    figs = {
+        "psnr_sampled": bars("psnr_sampled", "psnr_sampled_by_latent.png", "PSNR (dB)", f"sampled z, {over}"),
+        "psnr_mean": bars("psnr_mean", "psnr_mean_by_latent.png", "PSNR (dB)", f"z = mu, {over}"),
+        "mse_sampled": bars("mse_sampled", "mse_sampled_by_latent.png", "MSE", f"sampled z, {over}"),
+        "loss": figures.loss_curves(histories, out / "loss_curves_by_latent.png"),
+    }
+    if len(latents) > 1:
+        figs["by_latent"] = by_latent_figure(base, cells, seeds, out, fixed_effective_beta)
+    if betas is not None:
+        figs["rate_distortion"] = rate_distortion_figure(base, cells, out, betas, fixed_effective_beta)
+    return figs
+
+
+def by_latent_figure(
+    base: TrainConfig, cells: Cells, seeds: int, out: Path, fixed_effective_beta: bool
+) -> Path:
+    """psnr_active_by_latent.png: digit-mean PSNR and active units against the latent size, a line per β."""
+    latents = _latents(cells)
+    panels = {}
+    for name, key in (
+        ("PSNR sampled z, digit mean (dB)", "psnr_sampled_digit_mean"),
+        ("active units", "active_units"),
+    ):
+        panels[name] = {
+            group_label(b, fixed_effective_beta, base): _series(cells, b, latents, key)
+            for b in _settings(cells)
+        }
+    title = f"test set, mean ± sd over {seeds} seed(s)"
+    return figures.by_latent(panels, out / "psnr_active_by_latent.png", title)
+
+
+def rate_distortion_figure(
+    base: TrainConfig, cells: Cells, out: Path, betas: list[float], fixed_effective_beta: bool
+) -> Path:
+    """rate_distortion.png: one curve per latent size, one point per β of betas."""
+    curves = {f"latent {z}": [rd_point(b, cells[(b, z)]["metrics"]) for b in betas] for z in _latents(cells)}
+    units = " (β in ELBO units)" if fixed_effective_beta else f" (β in {base.loss} units)"
+    return figures.rate_distortion(curves, out / "rate_distortion.png", "rate-distortion, test set" + units)
+
+
+def verdict_sentences(
+    base: TrainConfig, cells: Cells, betas: list[float] | None, fixed_effective_beta: bool
+) -> list[str]:
+    """The report's conclusions: the best latent size at each β setting (when there is a choice of sizes,
+    or no β sweep), then at each latent size whether the rate-distortion curve is monotone in β."""
+    latents = _latents(cells)
+    verdicts = []
+    if len(latents) > 1 or betas is None:
+        for b in _settings(cells):
+            group = group_label(b, fixed_effective_beta, base) if betas is not None else ""
+            verdicts.append(best_sentence({z: cells[(b, z)] for z in latents}, group))
+    if betas is not None and len(betas) > 1:
+        verdicts += [monotone_sentence({b: cells[(b, z)]["metrics"] for b in betas}, z) for z in latents]
+    return verdicts
+
+
+def _latents(cells: Cells) -> list[int]:
+    """The latent sizes of the cells, in sweep order."""
+    return list(dict.fromkeys(z for _, z in cells))
+
+
+def _settings(cells: Cells) -> list[float | None]:
+    """The β settings of the cells, in sweep order (None: base.beta, unconverted)."""
+    return list(dict.fromkeys(b for b, _ in cells))
 
 
 def rd_point(beta: float, metrics: list[dict[str, Any]]) -> tuple[str, float, float, float, float]:
@@ -249,87 +357,147 @@ def monotone_sentence(per_beta: dict[float, list[dict[str, Any]]], latent: int) 
     bs = sorted(per_beta)
     rate = [float(np.mean([m["rate_nats"] for m in per_beta[b]])) for b in bs]
     dist = [float(np.mean([m["distortion_nats"] for m in per_beta[b]])) for b in bs]
-    bad = [f"β {bs[i]:g} -> {bs[i + 1]:g}" for i in range(len(bs) - 1)
-           if not (rate[i + 1] < rate[i] and dist[i + 1] > dist[i])]  # fmt: skip
-    span = (f"rate {rate[0]:.1f} -> {rate[-1]:.1f} nats, distortion {dist[0]:.1f} -> {dist[-1]:.1f} nats "
-            f"from β {bs[0]:g} to {bs[-1]:g}")  # fmt: skip
+    bad = [
+        f"β {bs[i]:g} -> {bs[i + 1]:g}"
+        for i in range(len(bs) - 1)
+        if not (rate[i + 1] < rate[i] and dist[i + 1] > dist[i])
+    ]
+    span = (
+        f"rate {rate[0]:.1f} -> {rate[-1]:.1f} nats, distortion {dist[0]:.1f} -> {dist[-1]:.1f} nats "
+        f"from β {bs[0]:g} to {bs[-1]:g}"
+    )
     if not bad:
-        return f"Latent {latent}: the rate-distortion curve is monotone, higher β giving lower rate and higher distortion ({span})."
+        return (
+            f"Latent {latent}: the rate-distortion curve is monotone, higher β giving lower rate and higher "
+            f"distortion ({span})."
+        )
     return f"Latent {latent}: the rate-distortion curve is NOT monotone at {', '.join(bad)} ({span})."
 
 
+CAPTIONS = {
+    "rate_distortion": "Rate against distortion, one point per β (mean ± sd over seeds)",
+    "by_latent": "PSNR and active units against the latent size, one line per β",
+    "psnr_sampled": "Per-digit PSNR, sampled z",
+    "psnr_mean": "Per-digit PSNR, z = mu",
+    "mse_sampled": "Per-digit MSE, sampled z",
+    "loss": "Loss curves (first seed of each setting)",
+}
+
+
 def render(
-    base: TrainConfig, cells: dict[tuple[float | None, int], Any], seeds: int, figs: dict[str, Path],
-    verdicts: list[str], betas: list[float] | None = None, fixed_effective_beta: bool = False,
-) -> str:  # fmt: skip
-    latents = list(dict.fromkeys(z for _, z in cells))
-    settings = {b for b, _ in cells}
-    mixed = base if None in settings and len(settings) > 1 else None  # the seed's protocol runs beside
-    title = f"# minivae sweep: {base.arch} VAE, latent sizes {', '.join(map(str, latents))}"
-    if betas is not None:
-        title += f"; {'effective ' if fixed_effective_beta else ''}β {', '.join(f'{b:g}' for b in betas)}"
-    if betas is None:
-        beta_text = f"beta {base.beta:g}"
-    elif fixed_effective_beta:
-        beta_text = "β fixed in standard ELBO units at every latent size"
-        if base.loss == "seed":
-            beta_text += " (each run's β_seed = β_eff · latent / (2 · 784))"
-        if mixed:
-            beta_text += f", beside the seed's protocol (β_seed = {base.beta:g} at every size)"
-    else:
-        beta_text = f"β in {base.loss} units"
+    base: TrainConfig,
+    cells: Cells,
+    seeds: int,
+    figs: dict[str, Path],
+    verdicts: list[str],
+    betas: list[float] | None = None,
+    fixed_effective_beta: bool = False,
+) -> str:
+    """The sweep's report.md: the settings, the verdicts, a table per setting and per digit, the figures."""
+    mixed = _mixed(base, _settings(cells))
+    beta_text = _beta_text(base, betas, fixed_effective_beta, mixed)
     lines = [
-        title,
+        _title(base, _latents(cells), betas, fixed_effective_beta),
         "",
         f"{seeds} seed(s) per setting; loss form `{base.loss}`, {beta_text}, schedule {base.beta_schedule}, "
         f"{base.epochs} epochs, batch {base.batch_size}, {base.optimizer} lr {base.lr:g}.",
         "",
         *[f"**{v}**" + "\n" for v in verdicts],
+        *_overview_table(cells),
+        *_per_digit_psnr_lines(base, cells, seeds, fixed_effective_beta, mixed),
+        *_figure_lines(figs),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _title(
+    base: TrainConfig, latents: list[int], betas: list[float] | None, fixed_effective_beta: bool
+) -> str:
+    title = f"# minivae sweep: {base.arch} VAE, latent sizes {', '.join(map(str, latents))}"
+    if betas is not None:
+        title += f"; {'effective ' if fixed_effective_beta else ''}β {', '.join(f'{b:g}' for b in betas)}"
+    return title
+
+
+def _beta_text(
+    base: TrainConfig, betas: list[float] | None, fixed_effective_beta: bool, mixed: TrainConfig | None
+) -> str:
+    """How β was set across the runs, for the report's opening sentence."""
+    if betas is None:
+        return f"beta {base.beta:g}"
+    if not fixed_effective_beta:
+        return f"β in {base.loss} units"
+    text = "β fixed in standard ELBO units at every latent size"
+    if base.loss == "seed":
+        text += " (each run's β_seed = β_eff · latent / (2 · 784))"
+    if mixed:
+        text += f", beside the seed's protocol (β_seed = {base.beta:g} at every size)"
+    return text
+
+
+def _mean_sd_text(metrics: list[dict[str, Any]], key: str, nd: int = 2) -> str:
+    """A metric's mean over seeds, with ± its sd when there is more than one seed."""
+    m, s = _mean_sd([x[key] for x in metrics])
+    return f"{m:.{nd}f}" + (f" ± {s:.{nd}f}" if len(metrics) > 1 else "")
+
+
+def _overview_table(cells: Cells) -> list[str]:
+    """One row per setting: its β, rate, distortion, -ELBO, digit-mean PSNR and live units."""
+    lines = [
         "Rate R = mean KL(q(z|x) || p(z)) and distortion D = mean -log p(x|z), nats per test image; "
         "-ELBO = R + D (β = 1).",
         "",
-        "| β (run) | effective β | latent | rate R | distortion D | -ELBO | PSNR sampled z (digit mean) | PSNR z = mu | active units | alive encoder units |",
+        "| β (run) | effective β | latent | rate R | distortion D | -ELBO | PSNR sampled z (digit mean) "
+        "| PSNR z = mu | active units | alive encoder units |",
         "|---|---|---|---|---|---|---|---|---|---|",
-    ]  # fmt: skip
+    ]
     for (_, z), v in cells.items():
         ms = v["metrics"]
+        cols = [
+            f"{v['run_beta']:.4g}",
+            f"{ms[0]['effective_beta']:.4g}",
+            str(z),
+            *(_mean_sd_text(ms, key) for key in ("rate_nats", "distortion_nats", "neg_elbo")),
+            *(_mean_sd_text(ms, key) for key in ("psnr_sampled_digit_mean", "psnr_mean_digit_mean")),
+            *(_mean_sd_text(ms, key, 1) for key in ("active_units", "alive_encoder_units")),
+        ]
+        lines.append("| " + " | ".join(cols) + " |")
+    return lines
 
-        def ms_(key: str, nd: int = 2, ms=ms) -> str:
-            m, s = _mean_sd([x[key] for x in ms])
-            return f"{m:.{nd}f}" + (f" ± {s:.{nd}f}" if len(ms) > 1 else "")
 
-        lines.append(
-            f"| {v['run_beta']:.4g} | {ms[0]['effective_beta']:.4g} | {z} | {ms_('rate_nats')} | {ms_('distortion_nats')} | "
-            f"{ms_('neg_elbo')} | {ms_('psnr_sampled_digit_mean')} | {ms_('psnr_mean_digit_mean')} | "
-            f"{ms_('active_units', 1)} | {ms_('alive_encoder_units', 1)} |"
-        )
-    lines += ["", "## Per-digit PSNR, sampled z (mean ± sd over seeds)", ""]
-    lines += ["| setting | " + " | ".join(str(d) for d in range(10)) + " | seed study |", "|---" * 12 + "|"]
+def _per_digit_psnr_lines(
+    base: TrainConfig,
+    cells: Cells,
+    seeds: int,
+    fixed_effective_beta: bool,
+    mixed: TrainConfig | None,
+) -> list[str]:
+    """Per-digit PSNR (sampled z) of each setting, and the seed study's digit mean at its size (conv)."""
+    lines = [
+        "",
+        "## Per-digit PSNR, sampled z (mean ± sd over seeds)",
+        "",
+        "| setting | " + " | ".join(str(d) for d in range(10)) + " | seed study |",
+        "|---" * 12 + "|",
+    ]
     for (b, z), v in cells.items():
         m, s = v["stats"]["psnr_sampled"]
+        per_digit = " | ".join(f"{a:.2f}" + (f" ± {c:.2f}" if seeds > 1 else "") for a, c in zip(m, s))
         ref = seed_reference(z) if base.arch == "conv" else None
-        cells_ = " | ".join(f"{a:.2f}" + (f" ± {c:.2f}" if seeds > 1 else "") for a, c in zip(m, s))
-        label = cell_label(
-            b,
-            z,
-            fixed_effective_beta and b is not None,
-            mixed,
-        )
-        lines.append(f"| {label} | {cells_} | {np.mean(ref):.2f} |" if ref else f"| {label} | {cells_} | - |")
-    lines += ["", "## Figures", ""]
-    captions = {
-        "rate_distortion": "Rate against distortion, one point per β (mean ± sd over seeds)",
-        "by_latent": "PSNR and active units against the latent size, one line per β",
-        "psnr_sampled": "Per-digit PSNR, sampled z",
-        "psnr_mean": "Per-digit PSNR, z = mu",
-        "mse_sampled": "Per-digit MSE, sampled z",
-        "loss": "Loss curves (first seed of each setting)",
-    }
-    for key in sorted(figs, key=list(captions).index):
-        lines += [f"### {captions[key]}", "", f"![{key}]({Path(figs[key]).name})", ""]
+        seed_study = f"{np.mean(ref):.2f}" if ref else "-"
+        label = cell_label(b, z, fixed_effective_beta and b is not None, mixed)
+        lines.append(f"| {label} | {per_digit} | {seed_study} |")
+    return lines
+
+
+def _figure_lines(figs: dict[str, Path]) -> list[str]:
+    """## Figures in caption order, then the run directories, each with its own report."""
+    lines = ["", "## Figures", ""]
+    for key in sorted(figs, key=list(CAPTIONS).index):
+        lines += [f"### {CAPTIONS[key]}", "", f"![{key}]({Path(figs[key]).name})", ""]
     runs = sorted(p.name for p in Path(figs["loss"]).parent.glob("*z*_s*") if p.is_dir())
     lines += ["Each run's own report is in its directory: " + ", ".join(f"`{p}`" for p in runs)]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
