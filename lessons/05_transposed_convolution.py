@@ -29,9 +29,10 @@ by k - 1 - p, with the kernel flipped in both axes and its two channel axes swap
 
     ConvTranspose2d(x; W) = Conv2d(pad(x, k - 1 - p); flip(W).swap_channels)          (stride 1)
 
-So a convolution's input gradient *is* a convolution, with the flipped kernel: the form cuDNN and
-PyTorch's direct convolutions use for it. minivae.nn.conv.conv_transpose_stride1 writes it out; the
-layers keep col2im, and this lesson checks that the two agree.
+So a convolution's input gradient *is* a convolution, with the flipped kernel.
+minivae.nn.conv.conv_transpose_stride1 writes it out, and Conv2d.backward takes it at stride 1 (one
+im2col and one product instead of a product and kH kW strided adds); this lesson checks it against the
+transposed convolution's col2im.
 
 Keras versus PyTorch
 --------------------
@@ -50,7 +51,7 @@ What to look at
 ---------------
 - the one-pixel stamp and the size table (formula against the layer);
 - the dot-product test and ConvTranspose2d.forward == Conv2d.backward (expect ~1e-16);
-- at stride 1, both equal a convolution with the flipped kernel (expect ~1e-16);
+- at stride 1, the transposed convolution equals a convolution with the flipped kernel (expect ~1e-16);
 - 05_transposed.png: the stamp, the checkerboard of kernel 3 / stride 2, the even overlap of kernel 4,
   and a digit downsampled to 14 x 14 and brought back to 28 x 28 by a bilinear transposed convolution.
 """
@@ -135,13 +136,12 @@ def run() -> None:
     )
 
     section("at stride 1: a convolution with the flipped kernel (float64, no bias)")
-    conv1 = Conv2d(2, 3, 3, padding=1, bias=False, rng=rng, dtype="float64").to(xp)
+    convt1 = ConvTranspose2d(3, 2, 3, padding=1, bias=False, rng=rng, dtype="float64").to(xp)
     y1 = xp.asarray(rng.standard_normal((2, 3, 9, 9)))
-    conv1.forward(x)
-    flipped = conv_transpose_stride1(y1, conv1.params["weight"], (1, 1))  # im2col and one product
+    flipped = conv_transpose_stride1(y1, convt1.params["weight"], (1, 1))  # im2col and one product
     expect(
-        "Conv2d.backward(y) vs the flipped-kernel convolution",
-        rel_error(conv1.backward(y1), flipped),
+        "ConvTranspose2d.forward(y) (col2im) vs the flipped-kernel convolution",
+        rel_error(convt1.forward(y1), flipped),
         hi=1e-12,
         fmt=".1e",
     )

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minivae.nn import Conv2d, ConvTranspose2d, col2im, im2col
+from minivae.nn.module import pad2d
 from minivae.nn.conv import conv_output_size, conv_transpose_output_size, conv_transpose_stride1, im2col_loop
 from minivae.nn.reference import (
     conv2d_loop,
@@ -191,11 +192,16 @@ def test_a_layer_used_again_matches_a_fresh_one(c, kind):
 @settings(max_examples=30, deadline=None)
 @given(conv_cases())
 def test_a_stride1_input_gradient_is_a_convolution_with_the_flipped_kernel(c):
-    """Conv2d's input gradient at stride 1 (col2im of W^T dy) equals conv_transpose_stride1(dy, W, p):
-    a transposed convolution, i.e. a convolution of dy with the kernel flipped and its channels swapped."""
+    """At stride 1 Conv2d.backward takes conv_transpose_stride1(dy, W, p), a convolution of dy with the
+    flipped kernel; it equals the general form, col2im(W^T dy) with the padding's gradient dropped."""
     rng = np.random.default_rng(c["seed"])
-    layer = Conv2d(c["cin"], c["cout"], c["k"], padding=c["p"], rng=rng, dtype="float64")
-    y = layer.forward(rng.standard_normal((c["n"], c["cin"], c["h"] + c["k"], c["w"] + c["k"])))
+    k, p = c["k"], c["p"]
+    layer = Conv2d(c["cin"], c["cout"], k, padding=p, rng=rng, dtype="float64")
+    x = rng.standard_normal((c["n"], c["cin"], c["h"] + k, c["w"] + k))
+    y = layer.forward(x)
     dy = rng.standard_normal(y.shape)
-    flipped = conv_transpose_stride1(dy, layer.params["weight"], (c["p"], c["p"]))
-    np.testing.assert_allclose(layer.backward(dy), flipped, rtol=0, atol=TOL)
+    w_mat = layer.params["weight"].reshape(c["cout"], -1)  # (C_out, C_in*k*k)
+    dy_mat = dy.transpose(1, 0, 2, 3).reshape(c["cout"], -1)  # (C_out, N*Ho*Wo)
+    x_pad_shape = (x.shape[0], x.shape[1], x.shape[2] + 2 * p, x.shape[3] + 2 * p)
+    general = pad2d(col2im(w_mat.T @ dy_mat, x_pad_shape, k, k, 1, 1), (-p, -p, -p, -p))
+    np.testing.assert_allclose(layer.backward(dy), general, rtol=0, atol=TOL)
