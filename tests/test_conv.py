@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minivae.nn import Conv2d, ConvTranspose2d, col2im, im2col
-from minivae.nn.module import pad2d
 from minivae.nn.conv import conv_output_size, conv_transpose_output_size, conv_transpose_stride1, im2col_loop
+from minivae.nn.module import pad2d
 from minivae.nn.reference import (
     conv2d_loop,
     conv2d_loop_backward,
