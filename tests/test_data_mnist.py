@@ -94,7 +94,7 @@ def test_batch_indices_unshuffled_and_bad_size():
 # ------------------------------------------------------------------------------------------ the real data
 
 
-def test_real_mnist():
+def test_real_mnist(mnist_ready):
     """The canonical files, fetched into the default cache once ($MINIVAE_DATA or the user cache)."""
     d = fetch("mnist", progress=False)
     for name in FILES:
@@ -117,6 +117,7 @@ DEBIAN_FASHION = Path(DATASETS["fashion-mnist"].system_dirs[0])
 @pytest.mark.skipif(
     not DEBIAN_FASHION.is_dir(), reason=f"{DEBIAN_FASHION} absent (apt-get install dataset-fashion-mnist)"
 )
+@pytest.mark.slow
 def test_real_fashion_mnist_from_the_debian_package():
     x_te, y_te = load_mnist("test", dataset="fashion-mnist")
     assert x_te.shape == (10_000, 28, 28) and np.bincount(y_te).tolist() == [1000] * 10

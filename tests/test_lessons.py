@@ -36,7 +36,7 @@ def test_there_are_twelve_lessons():
 
 
 @pytest.mark.parametrize("name", LESSON_FILES)
-def test_lesson_runs_in_smoke_mode(name, tmp_path):
+def test_lesson_runs_in_smoke_mode(name, tmp_path, mnist_ready):
     proc = run_lesson(name, tmp_path)
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     pngs = sorted(tmp_path.glob("*.png"))

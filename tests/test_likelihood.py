@@ -15,7 +15,7 @@ from minivae.training.loop import train
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, mnist_ready):
     """An MLP VAE (hidden 64, latent 4, float64) after one epoch on 320 MNIST images; 100 test images."""
     cfg = TrainConfig(
         latent=4,

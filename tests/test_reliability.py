@@ -23,13 +23,6 @@ ARGS = ["--train-limit", "192", "--val-fraction", "0.25", "--test-limit", "100",
         "--epochs", "3", "--latent", "3", "--hidden", "32", "--tsne-points", "0", "--quiet"]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def mnist_ready():
-    from minivae.data import load_mnist
-
-    load_mnist("test")
-
-
 def _weights(run):
     model, optim, meta = load_checkpoint(run / "last.npz")
     return model, optim, meta

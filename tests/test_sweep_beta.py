@@ -42,7 +42,7 @@ def test_monotone_sentence():
     assert "NOT monotone at β 1 -> 2" in monotone_sentence(m, 20)
 
 
-def test_beta_sweep_end_to_end(tmp_path):
+def test_beta_sweep_end_to_end(tmp_path, mnist_ready):
     """2 β on 2 worker processes: the runs, the summary, the rate-distortion curve."""
     out = tmp_path / "sweep"
     argv = ["sweep", *TINY, "--latents", "3", "--betas", "0.5", "4", "--jobs", "2", "--out", str(out)]

