@@ -1,4 +1,4 @@
-"""Quality check for the MLP VAE in PyTorch's example setting (issue 4):
+"""Quality check for the MLP VAE in PyTorch's example setting:
 
     python benchmarks/quality_mlp.py [--out runs/quality_mlp] [--backend numpy]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The seed study's protocol, redone (issue 4's quality check for the conv model).
+# The seed study's protocol, redone: the quality check for the conv model.
 #   bash benchmarks/seed_study.sh [SEEDS] [LATENTS...]      e.g.  bash benchmarks/seed_study.sh 3 15
 # Two sweeps: the seed's architecture as it was (ReLU bottleneck, Glorot init, Keras's Adam), and the
 # variant with a LeakyReLU bottleneck whose units cannot die. Each is `minivae sweep --preset ...`:

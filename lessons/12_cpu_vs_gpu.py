@@ -9,8 +9,8 @@ roughly
     time = (number of operations) x (fixed cost per operation) + (arithmetic) / (throughput)
 
 - On the GPU the fixed cost dominates small problems: each launch costs some microseconds of Python, CuPy and
-  driver work, whatever the array size, and a step has a hundred or two operations (136 for the conv VAE
-  and 64 for the MLP on CuPy, 221 and 99 as NumPy runs them: python benchmarks/count_ops.py lists them).
+  driver work, whatever the array size, and a step has a hundred or two operations (142 for the conv VAE
+  and 64 for the MLP on CuPy, 209 and 99 as NumPy runs them: python benchmarks/count_ops.py lists them).
   Below some batch size the step takes the same time however few images it holds: it is launch-bound.
   Anything that makes the host wait for the GPU (float(loss), a NaN check, printing) adds a full round trip
   on top.
@@ -39,8 +39,9 @@ are finite and in [0, 1], which the loop makes once per data set; the breakdown 
 backward and the Adam update one by one.
 
 What it looks like on a GPU (docs/performance.md has the tables, with the machine and the command behind
-each number): on an NVIDIA H200 on 2026-11-28 the conv step took 4.48 ms at batch 32, 5.95 at 128 and
-5.04 at 256, against PyTorch CUDA's 5.02, 6.35 and 5.62 ms. Eight times the arithmetic, the same time:
+each number): on an NVIDIA H200 on 2026-11-28, minivae at commit f8b0513, the conv step took 4.48 ms at
+batch 32, 5.95 at 128 and 5.04 at 256, against PyTorch CUDA's 5.02, 6.35 and 5.62 ms (the current code makes more operations a
+step than that commit, and has not run on a GPU). Eight times the arithmetic, the same time:
 launch-bound. NumPy on that machine's 16 cores took 525.72 ms at batch 256, 104 times CuPy's step. Each
 CuPy operation cost 11 to 25 microseconds there, on 480 numbers or on 400,000, so what makes such a step
 faster is fewer launches: minivae/kernels.py runs a few lines as one CuPy kernel each (col2im, ReLU's
@@ -49,9 +50,9 @@ time with them off. The step is bound by the host: Python and CuPy issue the lau
 GPU runs them, so the host's speed sets the step's, and as it drifted the same step took from 3.8 to 5.6
 ms within two minutes on one machine. That is why the benchmark (benchmarks/bench_train_step.py)
 interleaves the two things it compares, so that both see the same drift. On the CPU, laying all
-parameters end to end for one Adam update is a few per cent slower (one big array falls out of cache
-between Adam's passes), so there the update stays per parameter: what pays on one machine can cost on the
-other, and only a measurement tells.
+parameters end to end for one Adam update is slower (one big array falls out of cache between Adam's
+passes), so there the update stays per parameter: what pays on one machine can cost on the other, and
+only a measurement tells.
 
 Without CuPy (or a GPU) the lesson times NumPy only and says why CuPy was skipped; --backend cupy makes CuPy
 required.
