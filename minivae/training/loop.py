@@ -241,16 +241,31 @@ class Dataset:
     test_images: np.ndarray = field(repr=False)
 
 
+def split_sizes(cfg: TrainConfig, n_train_images: int, n_test_images: int) -> tuple[int, int, int]:
+    """(n_train, n_val, n_test): how many images of each split a run with cfg uses, from the data set's
+    n_train_images training and n_test_images test images (MNIST and Fashion-MNIST: 60,000 and 10,000).
+
+    Validation is the last val_fraction of the training set (train_val_split). --train-limit N keeps the
+    first N training images and the first round(N * val_fraction) validation images (at least one when
+    validating); --test-limit N the first N test images.
+    """
+    idx = range(n_train_images)  # split the indices, not the images: the same sizes, nothing loaded
+    train_idx, _, val_idx, _ = train_val_split(idx, idx, cfg.val_fraction)
+    n_train, n_val = len(train_idx), len(val_idx)
+    if cfg.train_limit:
+        n_train = min(n_train, cfg.train_limit)
+        n_val = min(n_val, max(1, round(cfg.train_limit * cfg.val_fraction)) if cfg.val_fraction else 0)
+    n_test = min(n_test_images, cfg.test_limit) if cfg.test_limit else n_test_images
+    return n_train, n_val, n_test
+
+
 def load_data(cfg: TrainConfig, xp: ModuleType) -> Dataset:
     images, labels = load_mnist("train", dataset=cfg.dataset)
     test_images, test_labels = load_mnist("test", dataset=cfg.dataset)
+    n_train, n_val, n_test = split_sizes(cfg, len(images), len(test_images))
     x_tr, y_tr, x_val, y_val = train_val_split(images, labels, cfg.val_fraction)
-    if cfg.train_limit:
-        x_tr, y_tr = x_tr[: cfg.train_limit], y_tr[: cfg.train_limit]
-        n_val = max(1, int(round(cfg.train_limit * cfg.val_fraction))) if cfg.val_fraction else 0
-        x_val, y_val = x_val[:n_val], y_val[:n_val]
-    if cfg.test_limit:
-        test_images, test_labels = test_images[: cfg.test_limit], test_labels[: cfg.test_limit]
+    x_tr, y_tr, x_val, y_val = x_tr[:n_train], y_tr[:n_train], x_val[:n_val], y_val[:n_val]
+    test_images, test_labels = test_images[:n_test], test_labels[:n_test]
 
     def dev(a: np.ndarray) -> Any:
         return as_nchw(to_float(a, xp, cfg.dtype))
