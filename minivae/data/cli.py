@@ -8,7 +8,7 @@ from minivae.data.sources import DATASETS, data_info, fetch
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    d = fetch(args.dataset, root=args.root, source=args.source, progress=True)
+    d = fetch(args.dataset, root=args.root, source=args.source, progress=True, verbose=args.verbose)
     print(data_info(args.dataset, root=args.root))
     print(f"ready: {d}")
     return 0
@@ -46,6 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="a directory holding the IDX files (raw or .gz), a zip/wheel/tar holding them, "
         "or (MNIST) mnist.pkl.gz",
+    )
+    f.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print why each source failed (each mirror's error) instead of one line per source",
     )
     f.set_defaults(func=_fetch)
 

