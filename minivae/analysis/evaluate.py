@@ -136,6 +136,8 @@ def _metrics(s: _Sums, rows: list[dict[str, Any]], pixels: int) -> dict[str, Any
         "active_unit_mask": (unit_var > ACTIVE_THRESHOLD).tolist(),
         "alive_encoder_units": int(s.alive.sum()), "encoder_units": int(s.alive.shape[0]),
     }  # fmt: skip
+    # psnr_*_digit_mean (above): the mean over the digits of each digit's PSNR, the number the terminal,
+    # the README and report.md's headline show; psnr_* (below): the PSNR of the MSE pooled over all images.
     metrics["psnr_sampled"] = psnr(metrics["mse_sampled"])
     metrics["psnr_mean"] = psnr(metrics["mse_mean"])
     return metrics
@@ -182,7 +184,8 @@ def write_per_digit_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def seed_reference(latent: int) -> list[float] | None:
-    """The seed study's published per-digit PSNR (sampled z) at this latent size, or None."""
+    """The per-digit PSNR (sampled z) that the Keras study minivae reproduces (the seed) published for its
+    conv model at this latent size, or None. Reports call it "Keras study (published)"."""
     name = f"metrics_by_digit_latent_dim_{latent}.csv"
     ref = resources.files("minivae") / "seed_data" / name
     if not ref.is_file():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,25 @@ import numpy as np
 from minivae.analysis import figures, latent_figures
 from minivae.analysis.evaluate import Evaluation, evaluate, seed_reference, write_per_digit_csv
 from minivae.backend import to_numpy
+from minivae.data.sources import FILES, get_spec
 from minivae.models import VAE
 from minivae.nn import sigmoid
 from minivae.training import streams
 from minivae.training.config import TrainConfig
+from minivae.training.loop import split_sizes
 from minivae.training.rundir import read_history, save_json
+
+DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+INIT_TEXT = {
+    "pytorch": "PyTorch's default, U(±1/sqrt(fan_in))",
+    "glorot": "Glorot uniform, Keras's default",
+    "he": "He uniform",
+}
+REF_NAME = "Keras study (published)"
+REF_TEXT = (
+    f"{REF_NAME}: the per-digit PSNR (sampled z) published by the Keras β-VAE study that minivae "
+    "reproduces, for its conv model at this latent size"
+)
 
 
 def one_per_digit(labels: np.ndarray, k: int = 10) -> np.ndarray:
@@ -46,7 +61,7 @@ def write_report(
     write_per_digit_csv(out / "per_digit.csv", ev.per_digit)
     save_json(out / "metrics.json", m)
     ref = seed_reference(cfg.latent) if cfg.arch == "conv" and len(ev.per_digit) == 10 else None
-    figs = draw_figures(model, cfg, x_test, ev, history, ref, out)
+    figs = draw_figures(model, cfg, x_test, ev, history, ref, out, progress)
     (out / "report.md").write_text(render(cfg, m, ev.per_digit, history, figs, ref))
     return ev
 
@@ -59,8 +74,12 @@ def draw_figures(
     history: list[dict[str, Any]],
     ref: list[float] | None,
     out: Path,
+    progress: bool = False,
 ) -> dict[str, Path]:
-    """Draw the run's figures into out; figure key -> path, in the order report.md shows them."""
+    """Draw the run's figures into out; figure key -> path, in the order report.md shows them.
+
+    progress: say on stderr what the slow t-SNE map is doing before it starts.
+    """
     figs = {}
     if history:
         figs["loss"] = loss_figure(cfg, history, out)
@@ -68,6 +87,11 @@ def draw_figures(
     figs["prior"] = prior_figure(model, cfg, out)
     if cfg.tsne_points:
         k = min(cfg.tsne_points, len(ev.mu))
+        if progress:
+            print(
+                f"t-SNE map of the latent means of {k:,} test images (scikit-learn, on the CPU)...",
+                file=sys.stderr,
+            )
         figs["tsne"] = figures.tsne_map(ev.mu[:k], ev.labels[:k], out / "tsne.png", seed=cfg.seed)
     figs.update(latent_figures.draw(model, x_test, ev.labels, ev.mu, out, seed=cfg.seed))
     figs.update(per_digit_figures(ev.per_digit, ref, out))
@@ -105,13 +129,13 @@ def prior_figure(model: VAE, cfg: TrainConfig, out: Path) -> Path:
 
 
 def per_digit_figures(rows: list[dict[str, Any]], ref: list[float] | None, out: Path) -> dict[str, Path]:
-    """psnr_per_digit.png (beside the seed study's PSNR when ref is given) and mse_per_digit.png."""
+    """psnr_per_digit.png (beside the Keras study's published PSNR when ref is given) and mse_per_digit.png."""
     psnr = {
         "sampled z": ([r["psnr_sampled"] for r in rows], None),
         "z = mu": ([r["psnr_mean"] for r in rows], None),
     }
     if ref:
-        psnr["seed study (sampled z)"] = (ref, None)
+        psnr[f"{REF_NAME}, sampled z"] = (ref, None)
     mse = {
         "sampled z": ([r["mse_sampled"] for r in rows], None),
         "z = mu": ([r["mse_mean"] for r in rows], None),
@@ -156,7 +180,7 @@ def render(
     """report.md: what was trained, how it did, and the pictures."""
     lines = [
         *_run_lines(cfg, m),
-        *_test_set_lines(cfg, m),
+        *_test_set_lines(cfg, m, rows),
         *_latent_unit_lines(m),
         *_per_digit_lines(rows, ref),
         *_figure_lines(figs),
@@ -173,11 +197,15 @@ def _run_lines(cfg: TrainConfig, m: dict[str, Any]) -> list[str]:
         )
     else:
         targets = "grey levels in [0, 1]"
+    init = init_name(cfg)
+    model = f"- model: `{cfg.arch}`, {m['parameters']:,} parameters, weights initialised `{init}` ({INIT_TEXT[init]})"
+    if cfg.arch == "conv":
+        model += f"; activation after the 32-unit bottleneck layer: {cfg.bottleneck}"
     return [
         f"# minivae run: {cfg.arch} VAE, latent {cfg.latent}",
         "",
-        f"- model: `{cfg.arch}`, {m['parameters']:,} parameters, init {cfg.init or 'default'}, "
-        f"bottleneck {cfg.bottleneck if cfg.arch == 'conv' else 'n/a'}",
+        model,
+        data_line(cfg, m["test_images"]),
         f"- loss form `{cfg.loss}` with beta = {cfg.beta:g}: effective beta in standard ELBO units = "
         f"**{m['effective_beta']:.4g}**",
         f"- beta schedule: {schedule_text(cfg)}",
@@ -188,8 +216,46 @@ def _run_lines(cfg: TrainConfig, m: dict[str, Any]) -> list[str]:
     ]
 
 
-def _test_set_lines(cfg: TrainConfig, m: dict[str, Any]) -> list[str]:
-    """## Test set: the ELBO as rate + distortion, MSE and PSNR, live units, the IWAE bound if computed."""
+def init_name(cfg: TrainConfig) -> str:
+    """The run's weight initialisation by name: cfg.init, or the model's default (models.build_model)."""
+    return cfg.init or {"mlp": "pytorch", "conv": "glorot"}[cfg.arch]
+
+
+def dataset_sizes(dataset: str) -> tuple[int, int]:
+    """(training images, test images) of the data set, from the label-file sizes its spec verifies: an
+    8-byte header, then one byte per image. MNIST and Fashion-MNIST: (60000, 10000)."""
+    nbytes = get_spec(dataset).nbytes
+    return nbytes[FILES[1]] - 8, nbytes[FILES[3]] - 8
+
+
+def data_line(cfg: TrainConfig, n_test: int) -> str:
+    """How many training, validation and test images the run used (split_sizes), and which limits cut them.
+
+    n_test: the test images evaluated (the report's numbers are over these)."""
+    n_train_images, n_test_images = dataset_sizes(cfg.dataset)
+    n_train, n_val, _ = split_sizes(cfg, n_train_images, n_test_images)
+    train = f"{n_train:,} training images"
+    if cfg.train_limit:
+        train += f" (--train-limit {cfg.train_limit})"
+    if n_val and cfg.train_limit:
+        val = f"{n_val:,} validation images"
+    elif n_val:
+        val = f"{n_val:,} validation images (the last {cfg.val_fraction:.0%} of the {n_train_images:,})"
+    else:
+        val = "no validation images"
+    test = f"{n_test:,} test images"
+    if cfg.test_limit:
+        test += f" (--test-limit {cfg.test_limit} of {n_test_images:,})"
+    return f"- data: {DATASET_NAMES.get(cfg.dataset, cfg.dataset)}, {train}, {val}, {test}"
+
+
+def _digits_text(rows: list[dict[str, Any]]) -> str:
+    return "the ten digits" if len(rows) == 10 else f"the {len(rows)} digits in the test images"
+
+
+def _test_set_lines(cfg: TrainConfig, m: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """## Test set: the ELBO as rate + distortion, PSNR (digit mean, then pooled) and MSE, live encoder units,
+    the IWAE bound if computed."""
     lines = [
         "## Test set",
         "",
@@ -198,10 +264,12 @@ def _test_set_lines(cfg: TrainConfig, m: dict[str, Any]) -> list[str]:
         f"{m['elbo_nats']:.2f} nats",
         "  (rate R = mean KL(q(z|x) || p(z)), distortion D = mean -log p(x|z) = BCE summed over the pixels, "
         "Alemi et al. 2018)",
-        f"- MSE, sampled z: {m['mse_sampled']:.5f} (PSNR {m['psnr_sampled']:.2f} dB); "
-        f"z = mu: {m['mse_mean']:.5f} (PSNR {m['psnr_mean']:.2f} dB)",
-        f"- active latent units (variance of mu over the test set > 0.01): {m['active_units']} of {cfg.latent}",
-        f"- encoder output units alive (> 0 for some test image): {m['alive_encoder_units']} of {m['encoder_units']}",
+        f"- PSNR, mean over {_digits_text(rows)} (each digit's PSNR from the MSE over its images): "
+        f"sampled z **{m['psnr_sampled_digit_mean']:.2f} dB**, z = mu **{m['psnr_mean_digit_mean']:.2f} dB**",
+        f"- PSNR of the MSE pooled over all test images: sampled z {m['psnr_sampled']:.2f} dB "
+        f"(MSE {m['mse_sampled']:.5f}), z = mu {m['psnr_mean']:.2f} dB (MSE {m['mse_mean']:.5f})",
+        f"- units of the encoder's last layer (the {m['encoder_units']} that feed mu and logvar) that are "
+        f"positive for at least one test image: {m['alive_encoder_units']} of {m['encoder_units']}",
     ]
     if m.get("iwae_k"):
         line = (
@@ -224,12 +292,23 @@ def _test_set_lines(cfg: TrainConfig, m: dict[str, Any]) -> list[str]:
 
 
 def _latent_unit_lines(m: dict[str, Any]) -> list[str]:
-    """## Latent units: each unit's Var(mu), its share of the rate, and whether it is active."""
+    """## Latent units: how many are active; unless all are, each unit's Var(mu), its share of the rate,
+    and whether it is active."""
+    n, active, kl = len(m["active_unit_mask"]), m["active_units"], m["kl_per_unit_nats"]
+    rule = "variance of mu over the test set > 0.01"
+    if active == n:
+        return [
+            "",
+            "## Latent units",
+            "",
+            f"All {n} latent units active ({rule}); each carries {min(kl):.2f} to {max(kl):.2f} nats of the "
+            "rate per image.",
+        ]
     lines = [
         "",
         "## Latent units",
         "",
-        "Active: Var over test images of the unit's mean > 0.01 (Burda et al. 2015). "
+        f"{active} of {n} latent units active ({rule}, Burda et al. 2015). "
         "KL: the unit's share of the rate, nats per image.",
         "",
         "| unit | Var(mu) | KL (nats) | active |",
@@ -242,16 +321,19 @@ def _latent_unit_lines(m: dict[str, Any]) -> list[str]:
 
 
 def _per_digit_lines(rows: list[dict[str, Any]], ref: list[float] | None) -> list[str]:
-    """## Per digit: MSE and PSNR for sampled z and z = mu, beside the seed study's PSNR when ref is given."""
+    """## Per digit: MSE and PSNR for sampled z and z = mu, beside the Keras study's published PSNR when ref
+    is given."""
     head = "| digit | images | MSE sampled z | PSNR sampled z | MSE z = mu | PSNR z = mu |"
     sep = "|---|---|---|---|---|---|"
     if ref:
-        head, sep = head + " seed study PSNR |", sep + "---|"
+        head, sep = head + f" {REF_NAME} |", sep + "---|"
     lines = [
         "",
         "## Per digit",
         "",
-        "PSNR = 10 log10(1 / MSE), MSE pooled over all test images of the digit, pixels in [0, 1].",
+        "PSNR = 10 log10(1 / MSE), MSE pooled over all test images of the digit, pixels in [0, 1]; the "
+        "PSNR under Test set is the mean of these columns over the digits."
+        + (f" {REF_TEXT}." if ref else ""),
         "",
         head,
         sep,
