@@ -37,9 +37,9 @@ def _import_cupy() -> ModuleType:
         import cupy  # noqa: PLC0415  (lazy on purpose)
     except ImportError as e:
         raise BackendError(
-            "backend 'cupy' asked for, but CuPy is not installed. Install the wheel for your CUDA "
-            "version (pip install 'minivae[gpu]' for CUDA 12, 'minivae[gpu13]' for CUDA 13), "
-            f"or use --backend numpy. ({e})"
+            "backend 'cupy' asked for, but CuPy is not installed: install it with "
+            'pip install -e ".[gpu]" in a clone of minivae or pip install "minivae[gpu]" for the '
+            f"installed package (CUDA 12; gpu13 for CUDA 13), or use --backend numpy ({e})"
         ) from e
     try:
         n = cupy.cuda.runtime.getDeviceCount()

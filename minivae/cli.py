@@ -1,12 +1,4 @@
-"""The `minivae` command line: thin argparse front-ends over the library.
-
-minivae train [--preset seed] [--arch conv --latent 15 ...]   train, evaluate, write report.md
-minivae train --resume RUN                                    continue an interrupted run
-minivae evaluate RUN [--iwae-k 5000]                          redo a run's metrics, figures, report
-minivae sweep --latents 5 10 15 20 --seeds 3                  compare latent sizes
-minivae sweep --betas 0.25 0.5 1 2 4 8                        a rate-distortion curve over beta
-minivae data fetch | info                                     the verified MNIST cache
-"""
+"""The `minivae` command line: argparse flags mapped onto TrainConfig, one function per command."""
 
 from __future__ import annotations
 
@@ -24,19 +16,66 @@ from pathlib import Path
 from minivae.errors import UserError
 from minivae.training.config import PRESETS, TrainConfig, flag
 
+DESCRIPTION = """\
+Train a variational autoencoder (a beta-VAE) on MNIST digits with hand-written backprop,
+then read its report: test-set ELBO, reconstructions per digit, samples and latent maps."""
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field; defaults are left unset so presets can fill them."""
-    hints = typing.get_type_hints(TrainConfig)
-    g = p.add_argument_group("training configuration (defaults: the main job; --preset changes them)")
-    for f in dataclasses.fields(TrainConfig):
-        conv = {int: int, float: float}.get(hints[f.name], str)
-        text = f"{f.metadata.get('help', '')} (default: {f.default})"
-        g.add_argument(f"--{flag(f.name)}", dest=f.name, type=conv, default=argparse.SUPPRESS, help=text)
+EXAMPLES = """\
+examples:
+  minivae train [--preset seed] [--arch conv --latent 15 ...]   train, evaluate, write report.md
+  minivae train --resume RUN                                    continue an interrupted run
+  minivae evaluate RUN [--iwae-k 5000]                          redo a run's metrics, figures, report
+  minivae sweep --latents 5 10 15 20 --seeds 3                  compare latent sizes
+  minivae sweep --betas 0.25 0.5 1 2 4 8                        a rate-distortion curve over beta
+  minivae data fetch | info                                     the verified MNIST cache"""
+
+# The help groups of TrainConfig's fields, in the order `train --help` and `sweep --help` show them.
+CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
+    "model": ("arch", "latent", "hidden", "init", "bottleneck", "backend", "dtype"),
+    "data": ("dataset", "binarize", "train_limit", "test_limit", "val_fraction"),
+    "optimisation": ("optimizer", "lr", "epochs", "batch_size", "patience", "grad_clip", "seed"),
+    "β and schedules": (
+        "beta", "loss", "beta_schedule", "beta_warmup_epochs", "beta_cycles", "beta_cycle_ratio",
+        "capacity_max", "capacity_epochs",
+    ),
+    "output and reporting": ("tsne_points",),
+    "faults": ("on_nonfinite",),
+}  # fmt: skip
+
+
+def _with_default(text: str, default: object) -> str:
+    """The help text with its default, unless the text already states it."""
+    return text if "(default:" in text else f"{text} (default: {default})"
+
+
+def _add_config_flags(
+    p: argparse.ArgumentParser, help_override: dict[str, str] | None = None
+) -> dict[str, argparse._ArgumentGroup]:
+    """One flag per TrainConfig field, in CONFIG_GROUPS' groups (returned by title, for the command's own
+    flags); defaults are left unset so presets can fill them. help_override: field name -> help text."""
+    hints, fields = typing.get_type_hints(TrainConfig), {f.name: f for f in dataclasses.fields(TrainConfig)}
+    grouped = [name for names in CONFIG_GROUPS.values() for name in names]
+    if sorted(grouped) != sorted(fields):
+        raise RuntimeError(
+            f"CONFIG_GROUPS must name each TrainConfig field once: {sorted(set(fields) ^ set(grouped))}"
+        )
     presets = "; ".join(f"{k}: {', '.join(f'{a}={b}' for a, b in v.items())}" for k, v in PRESETS.items())
-    g.add_argument(
-        "--preset", choices=sorted(PRESETS), default=None, help=f"start from a named configuration: {presets}"
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help=f"start from a named configuration, which the flags given then override (default: none: "
+        f"the defaults shown, the main job). {presets}",
     )
+    groups = {}
+    for title, names in CONFIG_GROUPS.items():
+        g = groups[title] = p.add_argument_group(title)
+        for name in names:
+            f = fields[name]
+            conv = {int: int, float: float}.get(hints[name], str)
+            text = (help_override or {}).get(name) or _with_default(f.metadata.get("help", ""), f.default)
+            g.add_argument(f"--{flag(name)}", dest=name, type=conv, default=argparse.SUPPRESS, help=text)
+    return groups
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -58,11 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = config_from_args(args)
         out = Path(args.out) if args.out else _default_out(cfg)
-        print(
-            f"training {cfg.arch} VAE, latent {cfg.latent}, effective beta {cfg.effective_beta:.4g} "
-            f"(ELBO units), on {cfg.backend}; run directory: {out}"
-        )
-    try:
+    try:  # train() names the run directory once it exists
         from minivae.analysis.report import write_report  # matplotlib: slow to import, so inside the try
 
         model, data, _ = train(cfg, out, resume=bool(args.resume), progress=not args.quiet, epochs=epochs)
@@ -118,20 +153,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+SWEEP_LATENTS = [5, 10, 15, 20]
+
+
+def sweep_latents(args: argparse.Namespace) -> list[int]:
+    """The latent sizes to sweep: --latents, or --latent N as the one size N, or SWEEP_LATENTS."""
+    if hasattr(args, "latent") and args.latents is not None:
+        raise UserError("give the latent sizes once: --latents Z1 Z2 ..., or --latent Z for one size")
+    if hasattr(args, "latent"):
+        return [args.latent]
+    return args.latents if args.latents is not None else SWEEP_LATENTS
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from minivae.analysis.sweep import sweep
 
+    latents = sweep_latents(args)
     base = config_from_args(args)
-    if any(k < 1 for k in args.latents) or args.seeds < 1 or args.jobs < 1:
+    if any(k < 1 for k in latents) or args.seeds < 1 or args.jobs < 1:
         raise UserError("--latents, --seeds and --jobs take whole numbers >= 1")
     if args.betas is not None and not all(math.isfinite(b) and b >= 0 for b in args.betas):
         raise UserError(f"--betas takes finite numbers >= 0, got {' '.join(f'{b:g}' for b in args.betas)}")
-    if len(set(args.latents)) < len(args.latents) or len(set(args.betas or [])) < len(args.betas or []):
+    if len(set(latents)) < len(latents) or len(set(args.betas or [])) < len(args.betas or []):
         raise UserError("--latents and --betas take each value once")
     out = Path(args.out) if args.out else Path("runs") / f"sweep_{base.arch}_{time.strftime('%Y%m%d-%H%M%S')}"
     report = sweep(
         base,
-        args.latents,
+        latents,
         args.seeds,
         out,
         jobs=args.jobs,
@@ -145,7 +193,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="minivae", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="minivae",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_command(sub)
@@ -160,15 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_train_command(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a beta-VAE, then evaluate it and write its report")
-    _add_config_flags(t)
-    t.add_argument("--out", default=None, help="run directory (default: runs/<arch>_z<latent>_<time>)")
     t.add_argument(
         "--resume",
         default=None,
         metavar="RUN",
-        help="continue the run in directory RUN with its own config (--epochs may raise the total)",
+        help="continue the run in directory RUN with its own config (--epochs may raise the total) "
+        "(default: none, a new run)",
     )
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    groups = _add_config_flags(t)
+    out = groups["output and reporting"]
+    out.add_argument("--out", default=None, help="run directory (default: runs/<arch>_z<latent>_<time>)")
+    out.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
 
@@ -193,8 +246,14 @@ def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
 
 def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("sweep", help="train several latent sizes (and seeds) and compare them per digit")
-    _add_config_flags(s)
-    s.add_argument("--latents", type=int, nargs="+", default=[5, 10, 15, 20], help="latent sizes")
+    s.add_argument(
+        "--latents",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="Z",
+        help=f"latent sizes (default: {' '.join(map(str, SWEEP_LATENTS))})",
+    )
     s.add_argument(
         "--betas",
         type=float,
@@ -207,14 +266,22 @@ def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--fixed-effective-beta",
         action="store_true",
-        help="hold beta fixed in standard ELBO units across latent sizes: --betas (default: --beta's "
-        "effective value) are effective betas, and for --loss seed each run's beta = beta_eff * latent / "
-        "(2 * 784). Without it the seed form's effective beta falls as the latent size grows",
+        help="hold beta fixed in standard ELBO units across latent sizes: --betas (without --betas, "
+        "--beta's effective value) are effective betas, and for --loss seed each run's beta = beta_eff * "
+        "latent / (2 * 784). Without it the seed form's effective beta falls as the latent size grows",
     )
-    s.add_argument("--seeds", type=int, default=1, help="runs per latent size (seeds seed, seed+1, ...)")
-    s.add_argument("--jobs", type=int, default=1, help="runs trained at once, in worker processes")
-    s.add_argument("--out", default=None, help="sweep directory (default: runs/sweep_<arch>_<time>)")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument(
+        "--seeds", type=int, default=1, help="runs per latent size (seeds seed, seed+1, ...) (default: 1)"
+    )
+    s.add_argument(
+        "--jobs", type=int, default=1, help="runs trained at once, in worker processes (default: 1)"
+    )
+    groups = _add_config_flags(
+        s, {"latent": "one latent size to sweep, the same as --latents Z (default: see --latents)"}
+    )
+    out = groups["output and reporting"]
+    out.add_argument("--out", default=None, help="sweep directory (default: runs/sweep_<arch>_<time>)")
+    out.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_sweep)
 
 

@@ -114,9 +114,16 @@ class VAE(Module):
     ) -> tuple[Any, Any, Any]:
         """x -> (logits, mu, logvar). Give eps (N, latent) to fix the noise, or rng to draw it.
 
+        eps is cast to the model's dtype (float64 noise does not turn a float32 model's outputs float64).
         check_values=False skips check_input's value check (NaN, outside [0, 1]), which on a GPU waits
         for the device: the training loop checks each data set once instead of every batch.
         """
+        if eps is None and rng is None:
+            raise TypeError(
+                "model.forward(x) needs the noise of z = mu + exp(logvar / 2) * eps: pass "
+                "rng=minivae.backend.default_rng(seed, model.xp) to draw it, or eps, an array of shape "
+                f"(N, {self.latent}), to fix it (eps=0 gives z = mu)"
+            )
         self.check_input(x, values=check_values)
         mu, logvar = self.encode(x)
         z = self.reparam.forward(mu, logvar, eps, rng)

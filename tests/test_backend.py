@@ -33,6 +33,19 @@ def test_cupy_missing_is_a_clear_user_error():
         get_backend("cupy")
 
 
+def test_cupy_missing_names_both_install_commands(monkeypatch):
+    """One sentence naming the README's command for a clone and the one for an installed package."""
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` fails, as without CuPy
+    with pytest.raises(BackendError) as e:
+        get_backend("cupy")
+    message = str(e.value)
+    assert message.startswith("backend 'cupy' asked for, but CuPy is not installed: install it with ")
+    assert 'pip install -e ".[gpu]" in a clone of minivae' in message
+    assert 'pip install "minivae[gpu]" for the installed package' in message
+    assert "gpu13 for CUDA 13" in message and "or use --backend numpy" in message
+    assert "\n" not in message and message.count(". ") == 0
+
+
 def test_import_does_not_need_cupy():
     """`import minivae` and the whole library import with CuPy blocked."""
     code = (

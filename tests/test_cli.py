@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
-from minivae.cli import main
+from minivae.cli import CONFIG_GROUPS, DESCRIPTION, build_parser, main
 
 TINY = ["--train-limit", "256", "--test-limit", "300", "--batch-size", "32", "--epochs", "2", "--quiet"]
 FIGURES = ["loss_curves.png", "reconstructions.png", "prior_samples.png", "tsne.png", "psnr_per_digit.png",
@@ -97,6 +98,7 @@ BAD = [
     (["train", "--resume", "/nonexistent/run"], "no last.npz there to resume from"),
     (["evaluate", "/nonexistent/run"], "has no best.npz"),
     (["sweep", "--latents", "0", "5"], "--latents, --seeds and --jobs take whole numbers >= 1"),
+    (["sweep", "--latent", "20", "--latents", "5", "10"], "give the latent sizes once: --latents"),
     (["train", "--beta-schedule", "sigmoid"], "--beta-schedule 'sigmoid' is not known"),
     (["train", "--beta-schedule", "capacity", "--loss", "seed"], "capacity needs --loss elbo"),
     (["train", "--beta-warmup-epochs", "x"], "invalid float value"),
@@ -129,3 +131,118 @@ def test_no_traceback_for_user_errors():
     )
     assert out.returncode == 2
     assert "Traceback" not in out.stderr and "minivae: error: --beta" in out.stderr
+
+
+def help_of(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv,latents",
+    [
+        (["--latent", "20", "--betas", "1", "2"], [20]),  # one latent size, two betas: two runs
+        (["--latents", "5", "10"], [5, 10]),
+        ([], [5, 10, 15, 20]),
+    ],
+)
+def test_sweep_takes_latent_as_one_latent_size(argv, latents, monkeypatch):
+    import minivae.analysis.sweep
+
+    seen = {}
+
+    def fake_sweep(base, latents, seeds, out, **kw):
+        seen.update(base=base, latents=latents, betas=kw["betas"])
+        return out / "report.md"
+
+    monkeypatch.setattr(minivae.analysis.sweep, "sweep", fake_sweep)
+    assert main(["sweep", *argv, "--out", "unused", "--quiet"]) == 0
+    assert seen["latents"] == latents
+    if "--latent" in argv:
+        assert seen["base"].latent == 20 and seen["betas"] == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_help_shows_each_default_once(command, capsys):
+    """Every flag that takes a value says its default once; switches (--quiet) say none."""
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    for action in sub._actions:
+        if action.dest == "help":
+            continue
+        n = len(re.findall(r"\bdefault\b", action.help))
+        assert n == (0 if action.nargs == 0 else 1), (action.option_strings, action.help)
+    text = help_of([command], capsys)
+    takes_value = [a for a in sub._actions if a.dest != "help" and a.nargs != 0]
+    assert text.count("(default:") == len(takes_value)
+    for option in ("--init", "--on-nonfinite", "--latent"):
+        block = text.split(f"\n  {option} ")[1].split("\n  --")[0]
+        assert len(re.findall(r"\bdefault\b", block)) == 1, block
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_help_groups_the_config_flags(command, capsys):
+    text = help_of([command], capsys)
+    titles = ["model", "data", "optimisation", "β and schedules", "output and reporting", "faults"]
+    assert list(CONFIG_GROUPS) == titles
+    positions = [text.index(f"\n{title}:\n") for title in titles]
+    assert positions == sorted(positions)
+    data = text.split("\ndata:\n")[1].split("\n\n")[0]
+    assert "--train-limit" in data and "--binarize" in data and "--lr" not in data
+    output = text.split("\noutput and reporting:\n")[1].split("\n\n")[0]
+    assert "--out" in output and "--quiet" in output and "--tsne-points" in output
+    assert "--on-nonfinite" in text.split("\nfaults:\n")[1]
+
+
+def test_top_level_help_says_what_minivae_does(capsys):
+    text = help_of([], capsys)
+    assert len(DESCRIPTION.splitlines()) == 2 and DESCRIPTION in text
+    assert "variational autoencoder" in text and "MNIST" in text
+    assert "argparse" not in text and "front-end" not in text
+    assert "minivae sweep --betas" in text  # the examples follow
+
+
+def test_a_refused_run_names_no_run_directory(tmp_path, capsys):
+    """An occupied --out is refused before anything is written, and no line names it as the run."""
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["train", *TINY, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("minivae: error:") and "already holds files" in captured.err
+    assert "starting" not in captured.out + captured.err and "run directory" not in captured.out
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_a_run_refused_for_its_backend_creates_no_directory(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` fails, as without CuPy
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--backend", "cupy", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("minivae: error: backend 'cupy' asked for")
+    assert 'pip install -e ".[gpu]"' in lines[0] and 'pip install "minivae[gpu]"' in lines[0]
+    assert "starting" not in captured.out + captured.err and not out.exists()
+
+
+def test_the_run_line_comes_once_the_directory_exists(tmp_path, capsys, mnist_ready, monkeypatch):
+    import minivae.training.loop as loop
+
+    out = tmp_path / "run"
+    existed = []
+    real_print = print
+
+    def watching_print(*args, **kw):
+        text = " ".join(map(str, args))
+        if text.startswith("starting run"):
+            existed.append((out / "config.json").is_file())
+        real_print(*args, **kw)
+
+    monkeypatch.setattr(loop, "print", watching_print, raising=False)
+    assert main(["train", *TINY, "--epochs", "1", "--tsne-points", "0", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert existed == [True]
+    assert (
+        f"starting run {out} (mlp VAE, latent 20, effective beta 1 in ELBO units, on numpy)" in captured.err
+    )

@@ -146,3 +146,29 @@ def test_input_gradient_only_when_asked(arch, xp):
     for k in grads[0]:
         np.testing.assert_array_equal(grads[0][k], grads[1][k], err_msg=k)
     assert build_model(arch, 5).input_grad is False
+
+
+def test_forward_without_noise_says_how_to_call_it():
+    model = build_model("mlp", 5)
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    with pytest.raises(TypeError, match=r"rng=minivae\.backend\.default_rng\(seed, model\.xp\).*\(N, 5\)"):
+        model.forward(x)
+    with pytest.raises(TypeError, match="needs the noise"):
+        model.reconstruct(x, sample=True)
+    logits, mu, _ = model.forward(x, eps=0)  # z = mu
+    np.testing.assert_array_equal(logits, model.decode(mu))
+
+
+@pytest.mark.parametrize("model_dtype,eps_dtype", [("float32", np.float64), ("float64", np.float32)])
+def test_eps_is_cast_to_the_model_dtype(model_dtype, eps_dtype):
+    """float64 noise (numpy's default) keeps a float32 model in float32, with the same numbers as
+    float32 noise; and float32 noise in a float64 model (a gradient check) keeps float64."""
+    model = build_model("mlp", 5, dtype=model_dtype)
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 1, 28, 28)).astype(model_dtype)
+    eps = rng.standard_normal((3, 5)).astype(eps_dtype)
+    outputs = model.forward(x, eps=eps)
+    assert [o.dtype for o in outputs] == [np.dtype(model_dtype)] * 3
+    same = model.forward(x, eps=eps.astype(model_dtype))
+    for a, b in zip(outputs, same):
+        np.testing.assert_array_equal(a, b)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from minivae.backend import default_rng
 from minivae.nn.gradcheck import check_function
@@ -38,3 +39,19 @@ def test_sample_mean_and_variance(xp):
 def test_zero_noise_is_the_mean(rng):
     mu, logvar = rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
     np.testing.assert_array_equal(Reparameterize().forward(mu, logvar, np.zeros((2, 3))), mu)
+
+
+def test_no_eps_and_no_rng_says_what_to_pass(rng):
+    mu = rng.standard_normal((2, 3)).astype(np.float32)
+    with pytest.raises(TypeError, match=r"eps, an array shaped like mu.*rng, a generator"):
+        Reparameterize().forward(mu, mu)
+
+
+def test_float64_eps_keeps_float32(xp, rng):
+    mu = xp.asarray(rng.standard_normal((4, 3)).astype(np.float32))
+    eps = xp.asarray(rng.standard_normal((4, 3)))  # float64
+    r = Reparameterize()
+    z = r.forward(mu, mu, eps)
+    assert z.dtype == np.float32 and r.noise.dtype == np.float32
+    dmu, dlogvar = r.backward(xp.ones_like(mu))
+    assert dmu.dtype == dlogvar.dtype == np.float32

@@ -21,14 +21,20 @@ class Reparameterize:
 
     Pass eps to fix the noise (finite differences, evaluation); otherwise it is drawn from `rng`
     (a numpy or cupy Generator on the arrays' backend). eps=0 gives z = mu, the deterministic path.
+    An eps array is cast to mu's dtype, so float64 noise keeps a float32 model in float32.
     """
 
     def forward(self, mu: Any, logvar: Any, eps: Any = None, rng: Any = None) -> Any:
         xp = get_array_module(mu)
         if eps is None:
             if rng is None:
-                raise ValueError("Reparameterize.forward needs eps or rng")
+                raise TypeError(
+                    "Reparameterize.forward(mu, logvar) needs the noise: eps, an array shaped like mu "
+                    "(0 for z = mu), or rng, a generator to draw it (minivae.backend.default_rng(seed, xp))"
+                )
             eps = rng.standard_normal(mu.shape, dtype=mu.dtype)
+        elif hasattr(eps, "astype"):
+            eps = eps.astype(mu.dtype, copy=False)
         self.noise = xp.exp(0.5 * logvar) * eps  # std * eps = z - mu
         return mu + self.noise
 

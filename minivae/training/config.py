@@ -102,7 +102,8 @@ class TrainConfig:
     test_limit: int = field(default=0, metadata={"help": "evaluate on the first N test images (0: all)"})
     grad_clip: float = field(default=0.0, metadata={"help": "clip the global gradient norm to this (0: off)"})
     on_nonfinite: str = field(
-        default="stop", metadata={"help": "a NaN/Inf loss or gradient: stop (default) or skip the batch"}
+        default="stop",
+        metadata={"help": "what a NaN/Inf loss or gradient does: stop the run, or skip the batch"},
     )
     tsne_points: int = field(default=2000, metadata={"help": "test images in the t-SNE map (0: no map)"})
 

@@ -387,7 +387,10 @@ def train(
         run.state, run.history = RunState(**meta["state"]), meta["history"]
     verb = "resuming" if resume else "starting"
     print(
-        f"{verb} {out} at epoch {run.state.epoch + 1}, step {run.state.step + 1}", file=sys.stderr, flush=True
+        f"{verb} run {out} ({cfg.arch} VAE, latent {cfg.latent}, effective beta {cfg.effective_beta:.4g} in "
+        f"ELBO units, on {cfg.backend}) at epoch {run.state.epoch + 1}, step {run.state.step + 1}",
+        file=sys.stderr,
+        flush=True,
     )
 
     flag = SignalFlag()
