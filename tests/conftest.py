@@ -4,13 +4,30 @@ MNIST. Every test that uses the mnist_ready fixture, directly or through another
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+
 import numpy as np
 import pytest
 
 from minivae.backend import cupy_available
 
-CUPY_OK, CUPY_WHY = cupy_available()
-needs_cupy = pytest.mark.skipif(not CUPY_OK, reason=f"CuPy backend unavailable: {CUPY_WHY}")
+CUPY_OK, CUPY_WHY = cupy_available()  # CUPY_WHY, the full reason, is in the report header
+
+
+def _cupy_skip_reason() -> str:
+    """The one short reason every CuPy test skips with ("" where CuPy runs)."""
+    if CUPY_OK:
+        return ""
+    if importlib.util.find_spec("cupy") is None:
+        return "CuPy not installed"
+    if "cupy" not in sys.modules:  # found, but its import failed (e.g. CUDA libraries missing)
+        return "CuPy installed but fails to import"
+    return "no GPU: CuPy finds no usable CUDA device"
+
+
+CUPY_SKIP = _cupy_skip_reason()
+needs_cupy = pytest.mark.skipif(not CUPY_OK, reason=CUPY_SKIP)
 
 BACKENDS = [
     pytest.param("numpy", id="numpy"),
@@ -26,6 +43,23 @@ def xp(request):
     import cupy
 
     return cupy
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Report every CuPy skip at _cupy_skip_reason, not at its own test: `pytest -ra` folds skips by
+    (file, line, reason), so all the CuPy skips are one line of its summary. (A skip raised in a
+    fixture would not do: pytest reports it at the test that asked for the fixture.)"""
+    report = yield
+    if not CUPY_OK and report.skipped and isinstance(report.longrepr, tuple):
+        _, _, reason = report.longrepr
+        if reason in (CUPY_SKIP, f"Skipped: {CUPY_SKIP}"):
+            report.longrepr = (__file__, _cupy_skip_reason.__code__.co_firstlineno, reason)
+    return report
+
+
+def pytest_report_header(config):
+    return f"cupy: {'available' if CUPY_OK else CUPY_WHY}"
 
 
 @pytest.fixture
