@@ -150,7 +150,7 @@ def run() -> None:
     for latent, (_, ev) in results.items():
         by_digit = {r["digit"]: r["psnr_sampled"] for r in ev.per_digit}
         series[f"latent {latent}"] = ([by_digit.get(d, np.nan) for d in range(10)], None)
-    series["seed study, conv, latent 15"] = (seed_reference(15), None)
+    series["Keras study (published), conv, latent 15"] = (seed_reference(15), None)
     path = per_digit_bars(series, lesson.figure("psnr_per_digit"), "PSNR (dB), sampled z")
     _common.saved(path, "per-digit PSNR by latent size; 1s are easiest, 8s and 2s hardest")
     r = {row["digit"]: row["psnr_sampled"] for row in ev_big.per_digit}

@@ -103,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model, data, _ = train(cfg, out, resume=bool(args.resume), progress=not args.quiet, epochs=epochs)
         cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
         print("evaluating on the test set and drawing figures...")
-        ev = write_report(model, cfg, data.x_test, data.y_test, out)
+        ev = write_report(model, cfg, data.x_test, data.y_test, out, progress=not args.quiet)
     except Interrupted as e:
         print(f"minivae: interrupted by {e}", file=sys.stderr)
         return 130

@@ -35,6 +35,7 @@ from minivae.nn.reparam import Reparameterize
 
 ARCHS = ("mlp", "conv")
 BOTTLENECKS = ("relu", "leaky_relu")
+DEFAULT_INIT = {"mlp": "pytorch", "conv": "glorot"}  # each model's initialisation unless one is given
 IMAGE_SHAPE = (1, 28, 28)
 
 
@@ -216,7 +217,7 @@ def build_model(
     """A model by name, initialised from `seed` on the host (same weights on every backend)."""
     rng = np.random.default_rng(seed)
     if arch == "mlp":
-        return mlp_vae(latent, hidden, init or "pytorch", rng, dtype)
+        return mlp_vae(latent, hidden, init or DEFAULT_INIT["mlp"], rng, dtype)
     if arch == "conv":
-        return conv_vae(latent, init or "glorot", bottleneck, rng, dtype)
+        return conv_vae(latent, init or DEFAULT_INIT["conv"], bottleneck, rng, dtype)
     raise ValueError(f"unknown arch {arch!r}: choose one of {', '.join(ARCHS)}")

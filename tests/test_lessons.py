@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CUPY_OK
+from conftest import CUPY_OK, needs_cupy
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = ROOT / "lessons"
@@ -58,11 +58,9 @@ def test_lesson_docstrings_are_chapters():
         assert "What to look at" in text.split('"""')[1], name
 
 
-@pytest.mark.skipif(
-    not CUPY_OK, reason="CuPy backend unavailable: the lessons' --backend cupy runs need a GPU"
-)
+@needs_cupy
 @pytest.mark.parametrize("name", LESSON_FILES)
-def test_lesson_runs_on_cupy(name, tmp_path):
+def test_lesson_runs_on_cupy(name, tmp_path, mnist_ready):
     """Every lesson's CuPy path, in smoke mode (on a machine with a GPU)."""
     proc = run_lesson(name, tmp_path, "--backend", "cupy")
     assert proc.returncode == 0, (

@@ -13,7 +13,7 @@ from minivae.analysis import figures, latent_figures
 from minivae.analysis.evaluate import Evaluation, evaluate, seed_reference, write_per_digit_csv
 from minivae.backend import to_numpy
 from minivae.data.sources import FILES, get_spec
-from minivae.models import VAE
+from minivae.models import DEFAULT_INIT, VAE
 from minivae.nn import sigmoid
 from minivae.training import streams
 from minivae.training.config import TrainConfig
@@ -217,8 +217,8 @@ def _run_lines(cfg: TrainConfig, m: dict[str, Any]) -> list[str]:
 
 
 def init_name(cfg: TrainConfig) -> str:
-    """The run's weight initialisation by name: cfg.init, or the model's default (models.build_model)."""
-    return cfg.init or {"mlp": "pytorch", "conv": "glorot"}[cfg.arch]
+    """The run's weight initialisation by name: cfg.init, or the model's default (models.DEFAULT_INIT)."""
+    return cfg.init or DEFAULT_INIT[cfg.arch]
 
 
 def dataset_sizes(dataset: str) -> tuple[int, int]:

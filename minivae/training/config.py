@@ -12,7 +12,7 @@ from typing import Any
 from minivae.backend import BACKENDS, DTYPES
 from minivae.data import DATASETS
 from minivae.errors import UserError
-from minivae.models import ARCHS, BOTTLENECKS
+from minivae.models import ARCHS, BOTTLENECKS, DEFAULT_INIT
 from minivae.nn import INITS
 from minivae.nn.losses import LOSS_FORMS, effective_beta
 from minivae.training.schedules import SCHEDULES
@@ -67,7 +67,12 @@ class TrainConfig:
         },
     )
     init: str | None = field(
-        default=None, metadata={"help": f"{' | '.join(INITS)} (default: pytorch for mlp, glorot for conv)"}
+        default=None,
+        metadata={
+            "help": f"{' | '.join(INITS)} (default: "
+            + ", ".join(f"{init} for {arch}" for arch, init in DEFAULT_INIT.items())
+            + ")"
+        },
     )
     bottleneck: str = field(
         default="relu",
