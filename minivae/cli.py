@@ -111,13 +111,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         hint = f"; resume with: minivae train --resume {out}" if (out / "last.npz").exists() else ""
         print(f"minivae: interrupted{hint}", file=sys.stderr)
         return 130
-    m = ev.metrics
-    print(
-        f"test: negative ELBO {m['neg_elbo']:.2f} nats, PSNR sampled z {m['psnr_sampled_digit_mean']:.2f} dB, "
-        f"z = mu {m['psnr_mean_digit_mean']:.2f} dB (digit means)"
-    )
+    print(summary_line(ev.metrics))
     print(f"report: {out / 'report.md'}")
     return 0
+
+
+def summary_line(m: dict) -> str:
+    """The one line `train` and `evaluate` both print: the test set's ELBO parts and PSNRs (metrics.json)."""
+    return (
+        f"test: negative ELBO {m['neg_elbo']:.2f} nats = distortion {m['distortion_nats']:.2f} + rate "
+        f"{m['rate_nats']:.2f}; PSNR, mean over the ten digits: sampled z {m['psnr_sampled_digit_mean']:.2f} dB, "
+        f"z = mu {m['psnr_mean_digit_mean']:.2f} dB"
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -141,10 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     ev = write_report(model, cfg, x, labels, out, iwae_k=args.iwae_k, progress=not args.quiet)
     m = ev.metrics
-    print(
-        f"test: negative ELBO {m['neg_elbo']:.2f} nats = distortion {m['distortion_nats']:.2f} + rate "
-        f"{m['rate_nats']:.2f}; per-digit table: {out / 'per_digit.csv'}"
-    )
+    print(summary_line(m))
     if args.iwae_k:
         print(
             f"test: log p(x) >= {m['iwae_log_px']:.2f} ± {m['iwae_stderr']:.2f} nats (IWAE, k = {args.iwae_k})"

@@ -246,3 +246,15 @@ def test_the_run_line_comes_once_the_directory_exists(tmp_path, capsys, mnist_re
     assert (
         f"starting run {out} (mlp VAE, latent 20, effective beta 1 in ELBO units, on numpy)" in captured.err
     )
+
+
+def test_train_and_evaluate_print_the_same_summary_line(tmp_path, capsys, mnist_ready):
+    """The one summary line: negative ELBO with its parts and both PSNRs, named; evaluate gives the same."""
+    out = tmp_path / "run"
+    argv = ["--train-limit", "64", "--test-limit", "100", "--epochs", "1", "--tsne-points", "0", "--quiet"]
+    assert main(["train", *argv, "--latent", "2", "--out", str(out)]) == 0
+    trained = [line for line in capsys.readouterr().out.splitlines() if line.startswith("test:")]
+    assert main(["evaluate", str(out), "--quiet"]) == 0
+    evaluated = [line for line in capsys.readouterr().out.splitlines() if line.startswith("test:")]
+    assert trained == evaluated and len(trained) == 1
+    assert "= distortion" in trained[0] and "PSNR, mean over the ten digits: sampled z" in trained[0]
