@@ -1,6 +1,6 @@
 """Shared fixtures: the array backends to run on (CuPy cases skip, saying why, without a GPU), and real
-MNIST. Every test that uses the mnist_ready fixture, directly or through another fixture, is marked
-`slow`, as are those that train end to end: `pytest -m "not slow"` runs the rest offline."""
+MNIST. Every test that uses the mnist_ready fixture, directly or through another fixture (those that
+train end to end on real MNIST), is marked `slow`: `pytest -m "not slow"` runs the rest offline."""
 
 from __future__ import annotations
 
