@@ -11,14 +11,25 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from minivae.backend import resolve_dtype, to_device
-from minivae.data.idx import DataError, read_idx
-from minivae.data.sources import FILES, dataset_dir, fetch, get_spec, stamped_files, verify_cache
+from minivae.data.idx import DataError, parse_idx, read_idx
+from minivae.data.sources import (
+    FILES,
+    dataset_dir,
+    fetch,
+    get_spec,
+    read_verified,
+    stamped_files,
+    verify_cache,
+)
 
 SPLITS = {"train": (FILES[0], FILES[1]), "test": (FILES[2], FILES[3])}
 IMAGE_SHAPE = (28, 28)
@@ -44,25 +55,11 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, image_file: str, label_f
         raise DataError(f"{label_file}: labels out of range: expected 0..9, got a {labels.max()}. {fix}")
 
 
-def load_mnist(
-    split: str = "train",
-    dataset: str = "mnist",
-    root: str | os.PathLike | None = None,
-    source: str | os.PathLike | None = None,
-    download: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The canonical MNIST (or Fashion-MNIST) split as NumPy arrays.
-
-    Returns images (N, 28, 28) uint8 and labels (N,) uint8, N = 60000 for "train", 10000 for "test".
-    root: None -> $MINIVAE_DATA, else the user cache directory; files live in <root>/<dataset>/.
-    source: a directory or file to take the files from (see minivae.data.sources) when the cache lacks them.
-    download: False -> use the cache only (verified files), never fetch.
-    """
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}: choose 'train' or 'test'.")
+def _cached_paths(dataset: str, root: Any, source: Any, download: bool) -> tuple[dict[str, Path], Path]:
+    """The four files' paths in the cache (fetched first when missing and `download`), and the directory."""
     spec = get_spec(dataset)
     d = dataset_dir(dataset, root)
-    paths = stamped_files(spec, d)  # fast path: verified before, unchanged since
+    paths = stamped_files(spec, d)  # verified before, unchanged since (load_mnist still hashes what it reads)
     if paths is None:
         if download:
             fetch(dataset, root, source, progress=True)
@@ -74,8 +71,62 @@ def load_mnist(
                     f"{dataset} is not (all) in the cache {d}: {'; '.join(notes)}. Run "
                     f"`minivae data fetch --dataset {dataset}` or call load_mnist(..., download=True)."
                 )
+    return paths, d
+
+
+def _read_checked(dataset: str, d: Path, paths: dict[str, Path], names: tuple[str, ...]):
+    """({name: array}, []) when every file's content matches its MD5, else ({}, notes on the failures)."""
+    spec, arrays, notes = get_spec(dataset), {}, []
+    for name in names:
+        data, note = read_verified(spec, d, name, paths[name])
+        if data is None:
+            notes.append(note)
+        elif not notes:
+            arrays[name] = parse_idx(data, str(paths[name]))
+        del data
+    return ({}, notes) if notes else (arrays, [])
+
+
+def load_mnist(
+    split: str = "train",
+    dataset: str = "mnist",
+    root: str | os.PathLike | None = None,
+    source: str | os.PathLike | None = None,
+    download: bool = True,
+    verify: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The canonical MNIST (or Fashion-MNIST) split as NumPy arrays.
+
+    Returns images (N, 28, 28) uint8 and labels (N,) uint8, N = 60000 for "train", 10000 for "test".
+    root: None -> $MINIVAE_DATA, else the user cache directory; files live in <root>/<dataset>/.
+    source: a directory or file to take the files from (see minivae.data.sources) when the cache lacks them.
+    download: False -> use the cache only (verified files), never fetch.
+    verify: True (the default) -> the MD5 of the content read is checked every time, whatever the stamp
+    says (about 0.1 s for the training split); a file that fails is moved aside, said in one line, and
+    fetched again. False -> trust the stamp (size and mtime), for callers that only look, not train.
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}: choose 'train' or 'test'.")
     image_file, label_file = SPLITS[split]
-    images, labels = read_idx(paths[image_file]), read_idx(paths[label_file])
+    paths, d = _cached_paths(dataset, root, source, download)
+    if verify:
+        arrays, notes = _read_checked(dataset, d, paths, SPLITS[split])
+        if notes:
+            again = "; fetching it again" if download else ""
+            for note in notes:
+                tqdm.write(f"minivae: {d}: {note}{again}", file=sys.stderr)
+            if not download:
+                raise DataError(
+                    f"{dataset} in the cache {d} failed its check: {'; '.join(notes)}. Run "
+                    f"`minivae data fetch --dataset {dataset}` or call load_mnist(..., download=True)."
+                )
+            paths, d = _cached_paths(dataset, root, source, download)
+            arrays, notes = _read_checked(dataset, d, paths, SPLITS[split])
+            if notes:
+                raise DataError(f"{dataset}: a fresh copy failed its check too: {'; '.join(notes)}.")
+        images, labels = arrays[image_file], arrays[label_file]
+    else:
+        images, labels = read_idx(paths[image_file]), read_idx(paths[label_file])
     _check_pair(images, labels, str(paths[image_file]), str(paths[label_file]))
     return images, labels
 
