@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import math
 import signal
@@ -193,8 +194,61 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line as the README promises: `minivae <command>: error: ...`,
+    a pointer to that command's --help instead of the usage block, exit code 2, and the closest
+    flag, command or choice for a misspelt one. Subcommands' parsers are this class too (add_parser
+    makes its parent's class); `--help` is argparse's own."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        text = " ".join(message.splitlines())
+        self.exit(2, f"{self.prog}: error: {text} (see {self.prog} --help)\n")
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as e:
+            close = difflib.get_close_matches(str(value), [str(c) for c in action.choices or ()], n=1)
+            if not close:
+                raise
+            raise argparse.ArgumentError(action, f"{e.message}; did you mean {close[0]}?") from None
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            # the flags no parser took: refused by the (sub)command they were given to, whose flags are
+            # the ones a misspelt flag is compared with
+            parser = self._chosen_subcommand(parsed)
+            known = [s for s in parser._option_string_actions if s.startswith("-")]
+            hints = []
+            for word in extras:
+                if word.startswith("-") and not _is_number(word):
+                    close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1)
+                    hints += [c for c in close if c not in hints]
+            hint = f"; did you mean {' or '.join(hints)}?" if hints else ""
+            parser.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return parsed
+
+    def _chosen_subcommand(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+        """The deepest subcommand's parser that `parsed` names (this parser if it names none)."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                sub = action.choices.get(getattr(parsed, action.dest, None))
+                if isinstance(sub, Parser):
+                    return sub._chosen_subcommand(parsed)
+        return self
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="minivae",
         description=DESCRIPTION,
         epilog=EXAMPLES,
