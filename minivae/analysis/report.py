@@ -13,6 +13,7 @@ from minivae.analysis import figures, latent_figures
 from minivae.analysis.evaluate import Evaluation, evaluate, seed_reference, write_per_digit_csv
 from minivae.backend import to_numpy
 from minivae.data.sources import FILES, get_spec
+from minivae.errors import UserError
 from minivae.models import DEFAULT_INIT, VAE
 from minivae.nn import sigmoid
 from minivae.training import streams
@@ -58,12 +59,36 @@ def write_report(
     m.update(effective_beta=cfg.effective_beta, epochs_run=len(history), parameters=model.num_parameters())
     if history and history[-1].get("val_loss") not in ("", None):
         m["best_val_loss"] = min(float(r["val_loss"]) for r in history)
+    check_no_nan(m, ev.per_digit, out)
     write_per_digit_csv(out / "per_digit.csv", ev.per_digit)
     save_json(out / "metrics.json", m)
     ref = seed_reference(cfg.latent) if cfg.arch == "conv" and len(ev.per_digit) == 10 else None
     figs = draw_figures(model, cfg, x_test, ev, history, ref, out, progress)
     (out / "report.md").write_text(render(cfg, m, ev.per_digit, history, figs, ref))
     return ev
+
+
+def nan_names(value: Any, name: str) -> list[str]:
+    """The names (metric, metric[i], row.key) of the NaNs anywhere in a metrics value."""
+    if isinstance(value, dict):
+        return [n for k, v in value.items() for n in nan_names(v, f"{name}.{k}" if name else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [n for i, v in enumerate(value) for n in nan_names(v, f"{name}[{i}]")]
+    a = np.asarray(value) if isinstance(value, (float, np.floating, np.ndarray)) else None
+    if a is not None and a.dtype.kind == "f" and np.isnan(a).any():
+        return [name]
+    return []
+
+
+def check_no_nan(metrics: dict[str, Any], per_digit: list[dict[str, Any]], out: Path) -> None:
+    """Refuse, before any file is written, results with a NaN in them: a report of NaNs is no report."""
+    bad = nan_names(metrics, "") + nan_names(per_digit, "per_digit")
+    if bad:
+        more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
+        raise UserError(
+            f"the evaluation of {out} gave NaN for {', '.join(bad[:8])}{more}: nothing was written "
+            "(the weights or the test images are not usable; check the run's checkpoint and data)"
+        )
 
 
 def draw_figures(

@@ -113,7 +113,9 @@ class TrainConfig:
     tsne_points: int = field(default=2000, metadata={"help": "test images in the t-SNE map (0: no map)"})
 
     def validate(self) -> TrainConfig:
-        """Raise UserError naming the first bad value and what it should be."""
+        """Raise UserError naming the first bad value and what it should be (its type, then its range)."""
+        for f in fields(self):
+            check_type(f.name, getattr(self, f.name), f.type)
         choices = {
             "arch": ARCHS, "loss": LOSS_FORMS, "bottleneck": BOTTLENECKS, "optimizer": OPTIMIZERS,
             "backend": BACKENDS, "dtype": DTYPES, "dataset": DATASETS, "on_nonfinite": ON_NONFINITE,
@@ -160,10 +162,21 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
+        """The config a dict (config.json, a checkpoint's config) describes: every field, no others, each
+        of its type; the ranges are checked by validate()."""
+        if not isinstance(d, dict):
+            raise UserError(f"the config is a {type(d).__name__}, expected a JSON object of the fields")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(known))
         if unknown:
-            raise UserError(f"unknown config keys {sorted(unknown)}; known: {sorted(known)}")
+            raise UserError(f"unknown config keys {unknown}; known: {sorted(known)}")
+        missing = [k for k in known if k not in d]
+        if missing:
+            raise UserError(
+                f"the config lacks {', '.join(missing)}: it should give every field of TrainConfig"
+            )
+        for f in fields(cls):
+            check_type(f.name, d[f.name], f.type)
         return cls(**d)
 
     def save(self, path: Path) -> None:
@@ -172,6 +185,30 @@ class TrainConfig:
 
 def flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+TYPE_WORDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "str": "a string",
+    "str | None": "a string or null",
+}
+
+
+def check_type(name: str, value: Any, annotation: Any) -> None:
+    """Raise UserError when `value` is not of field `name`'s type (the annotation as written: int, float,
+    str, str | None); a bool is not a number, and an int is a float."""
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    ok = {
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "str | None": lambda v: v is None or isinstance(v, str),
+    }.get(kind)
+    if ok is not None and not ok(value):
+        raise UserError(
+            f"--{flag(name)} must be {TYPE_WORDS[kind]}, got {value!r} (a {type(value).__name__})"
+        )
 
 
 # The seed study's protocol: Keras conv model, 48,000 / 12,000 split, batch 32, 15 epochs,

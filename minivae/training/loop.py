@@ -25,7 +25,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -42,8 +42,9 @@ from minivae.nn.optim import SGD, Adam, Optimizer
 from minivae.training import streams
 from minivae.training.batches import forward_batches
 from minivae.training.checkpoint import (
-    CheckpointError,
-    describe_mismatch,
+    check_model_state,
+    check_optim_state,
+    check_run_meta,
     load_checkpoint,
     save_checkpoint,
 )
@@ -613,26 +614,30 @@ def load_best(run: Run) -> None:
 
 
 def restore(model: VAE, optimizer: Optimizer | None, model_state, optim_state, path: Path) -> None:
-    """Load checkpoint arrays into a model (and optimizer), with a clear message when they do not fit."""
-    expected = {k: tuple(p.shape) for k, p, _ in model.named_parameters()}
-    problem = describe_mismatch(model_state, expected)
-    if problem:
-        raise CheckpointError(f"{path} does not fit this model: {problem}")
+    """Load checkpoint arrays into a model (and optimizer), after checking all of them against what the
+    model and optimizer hold (names, shapes, the run's dtype, finite values, Adam's buffers and step
+    counter): a checkpoint that does not fit is refused with one line, and nothing is loaded."""
+    expected = {k: (tuple(p.shape), p.dtype) for k, p, _ in model.named_parameters()}
+    check_model_state(path, model_state, expected)
+    if optimizer is not None:
+        buffers = () if getattr(optimizer, "momentum", None) == 0 else optimizer.buffers
+        check_optim_state(path, optim_state, expected, buffers)
     model.load_state_dict(model_state)
     if optimizer is not None:
         optimizer.load_state_dict(optim_state)
 
 
 def load_run(run_dir: str | Path, which: str = "best", backend: str | None = None) -> tuple[VAE, TrainConfig]:
-    """The model of a finished (or interrupted) run, from its best.npz or last.npz."""
+    """The model of a finished (or interrupted) run, from its best.npz or last.npz, after checking the
+    checkpoint's metadata (config, run state, history) and every weight; nothing is written."""
     run_dir = Path(run_dir)
     path = run_dir / f"{which}.npz"
     if not path.is_file():
         raise UserError(f"{run_dir} has no {which}.npz: is it a minivae run directory?")
     model_state, _, meta = load_checkpoint(path)
-    cfg = TrainConfig.from_dict(meta["config"])
+    cfg = check_run_meta(path, meta, tuple(f.name for f in fields(RunState)))
     if backend:
-        cfg = replace(cfg, backend=backend)
+        cfg = replace(cfg, backend=backend).validate()
     xp = get_backend(cfg.backend)
     model = make_model(cfg, xp)
     restore(model, None, model_state, {}, path)
