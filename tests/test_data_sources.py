@@ -101,10 +101,11 @@ def test_fetch_from_directory_then_cache_only(small, monkeypatch):
     assert d == small.cache
     assert_cached(small)
     assert (d / sources.STAMP).is_file()
-    # Verified once: the next fetch and load trust the stamp instead of hashing again.
+    # Verified once: the next fetch, and a load with verify=False, trust the stamp instead of hashing again
+    # (training and evaluation load with verify=True, the default: tests/test_data_verify.py).
     monkeypatch.setattr(sources, "md5_hex", lambda data: pytest.fail("hashed a stamped file again"))
     assert fetch(progress=False) == d
-    images, labels = load_mnist("test")
+    images, labels = load_mnist("test", verify=False)
     assert np.array_equal(images, small.arrays[FILES[2]]) and np.array_equal(labels, small.arrays[FILES[3]])
 
 
