@@ -89,19 +89,36 @@ def _default_out(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.arch}_z{cfg.latent}_{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def resume_changes(args: argparse.Namespace) -> dict[str, object]:
+    """The config flags given with --resume (field -> value; argparse leaves the others unset). --out and
+    --preset are refused: a resumed run stays in its directory, with its own config."""
+    if args.out:
+        raise UserError(
+            f"--out with --resume: a resumed run stays in its own directory ({args.resume}); leave --out out"
+        )
+    if args.preset:
+        raise UserError(
+            f"--preset with --resume: the run {args.resume} keeps its own config; leave --preset out"
+        )
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from minivae.training.loop import Interrupted, train
+    from minivae.training.rundir import release_held
 
-    cfg, epochs = None, getattr(args, "epochs", None)
+    cfg, changes = None, None
     if args.resume:
-        out = Path(args.resume)
+        out, changes = Path(args.resume), resume_changes(args)
     else:
         cfg = config_from_args(args)
         out = Path(args.out) if args.out else _default_out(cfg)
-    try:  # train() names the run directory once it exists
+    try:  # train() names the run directory once it exists; its lock is held until the report is written
         from minivae.analysis.report import write_report  # matplotlib: slow to import, so inside the try
 
-        model, data, _ = train(cfg, out, resume=bool(args.resume), progress=not args.quiet, epochs=epochs)
+        model, data, _ = train(
+            cfg, out, resume=bool(args.resume), progress=not args.quiet, changes=changes, keep_lock=True
+        )
         cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
         print("evaluating on the test set and drawing figures...")
         ev = write_report(model, cfg, data.x_test, data.y_test, out, progress=not args.quiet)
@@ -112,6 +129,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         hint = f"; resume with: minivae train --resume {out}" if (out / "last.npz").exists() else ""
         print(f"minivae: interrupted{hint}", file=sys.stderr)
         return 130
+    finally:
+        release_held(out)
     print(summary_line(ev.metrics))
     print(f"report: {out / 'report.md'}")
     return 0

@@ -48,10 +48,12 @@ from minivae.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from minivae.training.config import TrainConfig
+from minivae.training.config import TrainConfig, flag
 from minivae.training.rundir import (
+    HELD,
     check_free_space,
-    prepare_run_dir,
+    lock_run_dir,
+    save_json,
     write_history,
 )
 from minivae.training.schedules import beta_at, capacity_at, final_beta_capacity
@@ -360,75 +362,167 @@ def train(
     data: Dataset | None = None,
     epochs: int | None = None,
     on_step: OnStep | None = None,
+    changes: dict[str, Any] | None = None,
+    keep_lock: bool = False,
 ) -> tuple[VAE, Dataset, list[dict[str, Any]]]:
     """Train a run in directory `out`, or continue it. Returns (model with the best-validation weights,
     data, history).
 
-    resume=True continues the run in `out` with the config stored in its last.npz (cfg is then unused)
-    and `epochs`, when given, as the new total. data: the splits, if the caller has loaded them.
+    resume=True continues the run in `out` with the config stored in its last.npz (cfg is then unused);
+    `epochs`, when given, is the new total, and `changes` (field -> value, as the command line gave them)
+    may change only RESUME_CHANGES. data: the splits, if the caller has loaded them.
     on_step(state) is called after every step; when it returns True the run stops as on Ctrl-C: it
     saves last.npz and raises Interrupted. Writes config.json, history.csv, last.npz (every epoch and on
     interruption) and best.npz (the best validation loss so far).
+
+    The run holds the directory's lock (rundir.lock_run_dir) while it runs, and nothing is written there
+    before every check (config, checkpoint fit, free space, data) has passed. A new run that fails before
+    its first checkpoint removes what it made, and its error says so. keep_lock: leave the lock held when
+    the run returns (the caller writes the report, then calls rundir.release_held(out)).
     """
     out = Path(out)
-    cfg, checkpoint = run_config(cfg, out, resume, epochs)
-    xp = get_backend(cfg.backend)
-    model = make_model(cfg, xp)
-    optimizer = make_optimizer(cfg, model)
-    if checkpoint is None:
-        prepare_run_dir(out, resume=False)
+    if not resume:  # the config and the backend are checked before the directory is made
+        cfg, checkpoint = run_config(cfg, out, False, epochs)
+        xp = get_backend(cfg.backend)
+    run_dir = lock_run_dir(out, resume)
+    written: list[str] = []
+    ok = writing = False
+    try:
+        if resume:
+            cfg, checkpoint = run_config(cfg, out, True, epochs, changes)
+            xp = get_backend(cfg.backend)
+        model = make_model(cfg, xp)
+        optimizer = make_optimizer(cfg, model)
+        run = Run(cfg, out, model, optimizer, None, RunState(), [])  # type: ignore[arg-type]
+        if checkpoint is not None:  # resuming: the weights, the optimizer's state, the counters, the history
+            model_state, optim_state, meta = checkpoint
+            restore(model, optimizer, model_state, optim_state, out / "last.npz")
+            run.state, run.history = RunState(**meta["state"]), meta["history"]
         check_free_space(out, model)
-    cfg.save(out / "config.json")
-    data = data or load_data(cfg, xp)
-    check_data(model, data)
-    run = Run(cfg, out, model, optimizer, data, RunState(), [])
-    if checkpoint is not None:  # resuming: the weights, the optimizer's state, the counters, the history
-        model_state, optim_state, meta = checkpoint
-        restore(model, optimizer, model_state, optim_state, out / "last.npz")
-        run.state, run.history = RunState(**meta["state"]), meta["history"]
-    verb = "resuming" if resume else "starting"
-    print(
-        f"{verb} run {out} ({cfg.arch} VAE, latent {cfg.latent}, effective beta {cfg.effective_beta:.4g} in "
-        f"ELBO units, on {cfg.backend}) at epoch {run.state.epoch + 1}, step {run.state.step + 1}",
-        file=sys.stderr,
-        flush=True,
-    )
+        run.data = data = data or load_data(cfg, xp)
+        check_data(model, data)
+        # every check has passed: from here on the run writes its directory
+        writing = True
+        run_dir.remove_stale_tmp()
+        if not resume:
+            written += ["config.json", "history.csv", "best.npz", "last.npz"]
+        save_json(out / "config.json", cfg.to_dict())
+        if checkpoint is not None:
+            print_changes(cfg, TrainConfig.from_dict(checkpoint[2]["config"]))
+        verb = "resuming" if resume else "starting"
+        print(
+            f"{verb} run {out} ({cfg.arch} VAE, latent {cfg.latent}, effective beta {cfg.effective_beta:.4g} "
+            f"in ELBO units, on {cfg.backend}) at epoch {run.state.epoch + 1}, step {run.state.step + 1}",
+            file=sys.stderr,
+            flush=True,
+        )
 
-    flag = SignalFlag()
-    # overflow is caught and explained by the non-finite guard (train_batch), so NumPy's warnings are noise
-    with flag.installed(), np.errstate(over="ignore", invalid="ignore"):
-        while run.state.epoch < cfg.epochs:
-            run_epoch(run, flag, on_step, progress)
-            row = epoch_row(run, validation(run))
-            run.history.append(row)
-            print_epoch(row, cfg.epochs, progress)
-            run.state.next_epoch()
-            improved = track_best(run.state, row["val_loss"])
-            save_checkpoints(run, improved)
-            if early_stop(run):
-                break
-    load_best(run)
+        flag = SignalFlag()
+        # overflow is caught and explained by the non-finite guard (train_batch), so NumPy's warnings are noise
+        with flag.installed(), np.errstate(over="ignore", invalid="ignore"):
+            while run.state.epoch < cfg.epochs:
+                run_epoch(run, flag, on_step, progress)
+                row = epoch_row(run, validation(run))
+                run.history.append(row)
+                print_epoch(row, cfg.epochs, progress)
+                run.state.next_epoch()
+                improved = track_best(run.state, row["val_loss"])
+                save_checkpoints(run, improved)
+                if early_stop(run):
+                    break
+        load_best(run)
+        ok = True
+    except BaseException as e:
+        if not resume and not (out / "last.npz").exists():  # failed before its first checkpoint
+            note = run_dir.discard(written, keep_dir=isinstance(e, KeyboardInterrupt))
+            if isinstance(e, UserError) and len(e.args) == 1:
+                e.args = (f"{e.args[0]} ({note})",)
+            else:
+                print(f"minivae: {note}", file=sys.stderr)
+        elif resume and not writing and run_dir.created_lock:  # a refused resume leaves no lock file
+            run_dir.discard([])
+        raise
+    finally:
+        if ok and keep_lock:
+            HELD[out] = run_dir
+        else:
+            run_dir.release()
     return model, data, run.history
+
+
+RESUME_CHANGES = ("epochs", "patience", "backend", "tsne_points")  # what --resume may change
+
+
+def print_changes(cfg: TrainConfig, stored: TrainConfig) -> None:
+    """One line naming each setting a resume changed, with the run's former value."""
+    changed = [
+        f"--{flag(k)} {getattr(cfg, k)} (was {getattr(stored, k)})"
+        for k in RESUME_CHANGES
+        if getattr(cfg, k) != getattr(stored, k)
+    ]
+    if changed:
+        print(f"resuming with {', '.join(changed)}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------- the loop's steps
 
 
 def run_config(
-    cfg: TrainConfig | None, out: Path, resume: bool, epochs: int | None
+    cfg: TrainConfig | None,
+    out: Path,
+    resume: bool,
+    epochs: int | None,
+    changes: dict[str, Any] | None = None,
 ) -> tuple[TrainConfig, tuple[dict, dict, dict] | None]:
     """The run's config, validated, and on resume the contents of its last.npz (read once, here):
-    (model_state, optim_state, meta). The caller's cfg is left as it is."""
+    (model_state, optim_state, meta). The caller's cfg is left as it is.
+
+    On resume, `changes` and `epochs` may change only RESUME_CHANGES (a value equal to the run's own is
+    no change); any other is refused, naming the flag and the run's value, and so is a finished run."""
     checkpoint = None
     if resume:
-        prepare_run_dir(out, resume=True)
         checkpoint = load_checkpoint(out / "last.npz")
-        cfg = TrainConfig.from_dict(checkpoint[2]["config"])
+        stored = TrainConfig.from_dict(checkpoint[2]["config"])
+        given = {**(changes or {}), **({} if epochs is None else {"epochs": epochs})}
+        differ = {k: v for k, v in given.items() if getattr(stored, k) != v}
+        fixed = [k for k in differ if k not in RESUME_CHANGES]
+        if fixed:
+            raise UserError(
+                f"--resume {out} continues the run with its own settings: "
+                + ", ".join(f"--{flag(k)} {differ[k]} (the run has {getattr(stored, k)})" for k in fixed)
+                + " would change its model, data or training. Leave "
+                + ("it" if len(fixed) == 1 else "them")
+                + " out; on resume only "
+                + ", ".join(f"--{flag(k)}" for k in RESUME_CHANGES)
+                + " may change"
+            )
+        cfg = replace(stored, **differ).validate()
+        check_unfinished(cfg, RunState(**checkpoint[2]["state"]), out, "epochs" in given)
+        return cfg, checkpoint
     if cfg is None:
         raise ValueError("train() needs a config unless it resumes a run")
     if epochs is not None:
         cfg = replace(cfg, epochs=epochs)
     return cfg.validate(), checkpoint
+
+
+def check_unfinished(cfg: TrainConfig, state: RunState, out: Path, epochs_given: bool) -> None:
+    """Refuse to resume a run that has nothing left to do, saying how to extend it."""
+    extend = f"to train it further, give a larger total: minivae train --resume {out} --epochs N, N > {state.epoch}"
+    if cfg.epochs <= state.epoch:
+        if epochs_given:
+            raise UserError(
+                f"--epochs {cfg.epochs}: the run {out} has already trained {state.epoch} epochs; {extend}"
+            )
+        raise UserError(
+            f"{out} is a finished run ({state.epoch} of {cfg.epochs} epochs): nothing was changed; {extend}"
+        )
+    if cfg.patience and state.batch == 0 and state.bad_epochs >= cfg.patience:
+        raise UserError(
+            f"{out} is a finished run: it stopped early after {state.epoch} epochs (no better validation "
+            f"loss for --patience {cfg.patience} epochs): nothing was changed; to train it further, give a "
+            f"larger --patience (and --epochs): minivae train --resume {out} --patience N, N > {state.bad_epochs}"
+        )
 
 
 def check_data(model: VAE, data: Dataset) -> None:
