@@ -46,6 +46,7 @@ def snapshot(root: Path) -> dict[str, str]:
 def finished(tmp_path):
     run = tmp_path / "run"
     train(TrainConfig(**CFG), run, progress=False, data=tiny_data())
+    (run / "report.md").write_text("# the run's report\n")  # as `minivae train` leaves it
     return run
 
 

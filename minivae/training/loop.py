@@ -510,6 +510,8 @@ def check_unfinished(cfg: TrainConfig, state: RunState, out: Path, epochs_given:
     """Refuse to resume a run that has nothing left to do, saying how to extend it."""
     extend = f"to train it further, give a larger total: minivae train --resume {out} --epochs N, N > {state.epoch}"
     if cfg.epochs <= state.epoch:
+        if not epochs_given and state.batch == 0 and not (out / "report.md").is_file():
+            return  # trained, but stopped before its report (cut in the evaluation): resuming writes it
         if epochs_given:
             raise UserError(
                 f"--epochs {cfg.epochs}: the run {out} has already trained {state.epoch} epochs; {extend}"
