@@ -101,3 +101,14 @@ def test_estimate_against_real_arrays(arch, kw, n):
     assert parts["parameters"] == held == parts["gradients"] and parts["optimizer"] == 2 * held
     peak = _step_peak(model, n)
     assert peak <= parts["activations"] <= 4 * peak  # generous, but within a factor of a few
+
+
+def test_train_refuses_a_run_that_cannot_fit_before_making_its_directory(tmp_path, capsys):
+    """`minivae train --hidden 1000000000`: one line with the estimate, exit 2, and no run directory."""
+    from minivae.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--hidden", "1000000000", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("minivae: error: this run needs about") and "--hidden" in err[0]
+    assert not out.exists()

@@ -49,8 +49,10 @@ from minivae.training.checkpoint import (
     save_checkpoint,
 )
 from minivae.training.config import TrainConfig, flag
+from minivae.training.memory import check_memory
 from minivae.training.rundir import (
     HELD,
+    RunDir,
     check_free_space,
     lock_run_dir,
     save_json,
@@ -375,48 +377,23 @@ def train(
     saves last.npz and raises Interrupted. Writes config.json, history.csv, last.npz (every epoch and on
     interruption) and best.npz (the best validation loss so far).
 
-    The run holds the directory's lock (rundir.lock_run_dir) while it runs, and nothing is written there
-    before every check (config, checkpoint fit, free space, data) has passed. A new run that fails before
-    its first checkpoint removes what it made, and its error says so. keep_lock: leave the lock held when
-    the run returns (the caller writes the report, then calls rundir.release_held(out)).
+    The run holds the directory's lock (rundir.lock_run_dir), and writes nothing there before every
+    check has passed (open_run). keep_lock: leave the lock held for the caller's report
+    (then rundir.release_held(out)).
     """
     out = Path(out)
-    if not resume:  # the config and the backend are checked before the directory is made
-        cfg, checkpoint = run_config(cfg, out, False, epochs)
-        xp = get_backend(cfg.backend)
+    checkpoint = None
+    if not resume:  # the config, its memory and the backend are checked before the directory is made
+        cfg, _ = run_config(cfg, out, False, epochs)
+        check_memory(cfg)
+        get_backend(cfg.backend)
     run_dir = lock_run_dir(out, resume)
-    written: list[str] = []
-    ok = writing = False
+    run, ok = None, False
     try:
         if resume:
             cfg, checkpoint = run_config(cfg, out, True, epochs, changes)
-            xp = get_backend(cfg.backend)
-        model = make_model(cfg, xp)
-        optimizer = make_optimizer(cfg, model)
-        run = Run(cfg, out, model, optimizer, None, RunState(), [])  # type: ignore[arg-type]
-        if checkpoint is not None:  # resuming: the weights, the optimizer's state, the counters, the history
-            model_state, optim_state, meta = checkpoint
-            restore(model, optimizer, model_state, optim_state, out / "last.npz")
-            run.state, run.history = RunState(**meta["state"]), meta["history"]
-        check_free_space(out, model)
-        run.data = data = data or load_data(cfg, xp)
-        check_data(model, data)
-        # every check has passed: from here on the run writes its directory
-        writing = True
-        run_dir.remove_stale_tmp()
-        if not resume:
-            written += ["config.json", "history.csv", "best.npz", "last.npz"]
-        save_json(out / "config.json", cfg.to_dict())
-        if checkpoint is not None:
-            print_changes(cfg, TrainConfig.from_dict(checkpoint[2]["config"]))
-        verb = "resuming" if resume else "starting"
-        print(
-            f"{verb} run {out} ({cfg.arch} VAE, latent {cfg.latent}, effective beta {cfg.effective_beta:.4g} "
-            f"in ELBO units, on {cfg.backend}) at epoch {run.state.epoch + 1}, step {run.state.step + 1}",
-            file=sys.stderr,
-            flush=True,
-        )
-
+            check_memory(cfg)
+        run = open_run(cfg, out, checkpoint, data, run_dir)
         flag = SignalFlag()
         # overflow is caught and explained by the non-finite guard (train_batch), so NumPy's warnings are noise
         with flag.installed(), np.errstate(over="ignore", invalid="ignore"):
@@ -433,21 +410,66 @@ def train(
         load_best(run)
         ok = True
     except BaseException as e:
-        if not resume and not (out / "last.npz").exists():  # failed before its first checkpoint
-            note = run_dir.discard(written, keep_dir=isinstance(e, KeyboardInterrupt))
-            if isinstance(e, UserError) and len(e.args) == 1:
-                e.args = (f"{e.args[0]} ({note})",)
-            else:
-                print(f"minivae: {note}", file=sys.stderr)
-        elif resume and not writing and run_dir.created_lock:  # a refused resume leaves no lock file
-            run_dir.discard([])
+        undo_failed_start(e, run_dir, resume, started=run is not None)
         raise
     finally:
         if ok and keep_lock:
             HELD[out] = run_dir
         else:
             run_dir.release()
-    return model, data, run.history
+    return run.model, run.data, run.history
+
+
+def open_run(
+    cfg: TrainConfig,
+    out: Path,
+    checkpoint: tuple[dict, dict, dict] | None,
+    data: Dataset | None,
+    run_dir: RunDir,
+) -> Run:
+    """The run, built and checked: model and optimizer (restored from the checkpoint on resume), free
+    space, the data. Only when every check has passed does it write to the directory: stale temporary
+    files go, config.json is saved, and the run is announced."""
+    xp = get_backend(cfg.backend)
+    model = make_model(cfg, xp)
+    optimizer = make_optimizer(cfg, model)
+    run = Run(cfg, out, model, optimizer, None, RunState(), [])  # type: ignore[arg-type]
+    if checkpoint is not None:  # resuming: the weights, the optimizer's state, the counters, the history
+        model_state, optim_state, meta = checkpoint
+        restore(model, optimizer, model_state, optim_state, out / "last.npz")
+        run.state, run.history = RunState(**meta["state"]), meta["history"]
+    check_free_space(out, model)
+    run.data = data or load_data(cfg, xp)
+    check_data(model, run.data)
+    # every check has passed: from here on the run writes its directory
+    run_dir.remove_stale_tmp()
+    save_json(out / "config.json", cfg.to_dict())
+    if checkpoint is not None:
+        print_changes(cfg, TrainConfig.from_dict(checkpoint[2]["config"]))
+    verb = "resuming" if checkpoint is not None else "starting"
+    print(
+        f"{verb} run {out} ({cfg.arch} VAE, latent {cfg.latent}, effective beta {cfg.effective_beta:.4g} "
+        f"in ELBO units, on {cfg.backend}) at epoch {run.state.epoch + 1}, step {run.state.step + 1}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return run
+
+
+def undo_failed_start(e: BaseException, run_dir: RunDir, resume: bool, started: bool) -> None:
+    """A new run that fails before its first checkpoint removes what it made, and its error says so; a
+    resume refused before it wrote anything leaves no lock file behind."""
+    if not resume and not (run_dir.out / "last.npz").exists():
+        note = run_dir.discard(NEW_RUN_FILES, keep_dir=isinstance(e, KeyboardInterrupt))
+        if isinstance(e, UserError) and len(e.args) == 1:
+            e.args = (f"{e.args[0]} ({note})",)
+        else:
+            print(f"minivae: {note}", file=sys.stderr)
+    elif resume and not started and run_dir.created_lock:
+        run_dir.discard([])
+
+
+NEW_RUN_FILES = ["config.json", "history.csv", "best.npz", "last.npz"]  # what a new run writes first
 
 
 RESUME_CHANGES = ("epochs", "patience", "backend", "tsne_points")  # what --resume may change
@@ -482,7 +504,7 @@ def run_config(
     checkpoint = None
     if resume:
         checkpoint = load_checkpoint(out / "last.npz")
-        stored = TrainConfig.from_dict(checkpoint[2]["config"])
+        stored = check_run_meta(out / "last.npz", checkpoint[2], tuple(f.name for f in fields(RunState)))
         given = {**(changes or {}), **({} if epochs is None else {"epochs": epochs})}
         differ = {k: v for k, v in given.items() if getattr(stored, k) != v}
         fixed = [k for k in differ if k not in RESUME_CHANGES]

@@ -105,6 +105,38 @@ def _occupied(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir() if p.name != LOCK)
 
 
+def _cannot_write(out: Path, e: OSError) -> UserError:
+    return UserError(f"cannot write to the output directory {out}: {e.strerror or e}; choose another --out")
+
+
+def _make_dir(out: Path) -> bool:
+    """Make the run directory if it is not there; True when this call made it."""
+    try:
+        if not out.is_dir():
+            out.mkdir(parents=True)
+            return True
+    except FileExistsError:
+        if not out.is_dir():
+            raise UserError(f"--out {out} is a file, not a directory: choose another --out") from None
+    except OSError as e:
+        raise _cannot_write(out, e) from e
+    return False
+
+
+def _open_lock(path: Path, out: Path) -> tuple[int, bool] | None:
+    """(file descriptor, whether this call created it) of the lock file; None when it vanished between
+    the two opens (a failing run removed it: try again)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+    except FileExistsError:
+        try:
+            return os.open(path, os.O_RDWR), False
+        except FileNotFoundError:
+            return None
+    except OSError as e:
+        raise _cannot_write(out, e) from e
+
+
 def lock_run_dir(out: Path, resume: bool) -> RunDir:
     """Take the run directory for this process: make it (a new run) and hold the exclusive lock on its
     .lock file. Refuses, with one line, a directory another process holds (naming its PID and command),
@@ -116,31 +148,12 @@ def lock_run_dir(out: Path, resume: bool) -> RunDir:
     if not resume and out.is_dir() and _occupied(out):  # before making anything there (not even .lock)
         raise _already_holds(out)
     for _ in range(5):  # again only when a failing run removed the lock file between our open and lock
-        created = False
-        try:
-            if not out.is_dir():
-                out.mkdir(parents=True)
-                created = True
-        except FileExistsError:
-            if not out.is_dir():
-                raise UserError(f"--out {out} is a file, not a directory: choose another --out") from None
-        except OSError as e:
-            raise UserError(
-                f"cannot write to the output directory {out}: {e.strerror or e}; choose another --out"
-            ) from e
+        created = _make_dir(out)
         path = out / LOCK
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-            created_lock = True
-        except FileExistsError:
-            try:
-                fd, created_lock = os.open(path, os.O_RDWR), False
-            except FileNotFoundError:
-                continue
-        except OSError as e:
-            raise UserError(
-                f"cannot write to the output directory {out}: {e.strerror or e}; choose another --out"
-            ) from e
+        opened = _open_lock(path, out)
+        if opened is None:
+            continue
+        fd, created_lock = opened
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
