@@ -110,5 +110,7 @@ def test_train_refuses_a_run_that_cannot_fit_before_making_its_directory(tmp_pat
     out = tmp_path / "run"
     assert main(["train", "--hidden", "1000000000", "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("minivae: error: this run needs about") and "--hidden" in err[0]
+    assert (
+        len(err) == 1 and err[0].startswith("minivae: error: this run needs about") and "--hidden" in err[0]
+    )
     assert not out.exists()
