@@ -58,14 +58,18 @@ def run_one(cfg_dict: dict[str, Any], path: str, progress: bool) -> str:
     """Train + report one run (in this or a worker process); skip it when its report exists."""
     from minivae.analysis.report import write_report
     from minivae.training.loop import train
+    from minivae.training.rundir import release_held
 
     path_ = Path(path)
     if (path_ / "metrics.json").is_file():
         return f"{path}: done already, skipped"
     resume = (path_ / "last.npz").is_file()
     cfg = TrainConfig.from_dict(cfg_dict)
-    model, data, _ = train(cfg, path_, resume=resume, progress=progress)
-    write_report(model, cfg, data.x_test, data.y_test, path_, progress=progress)
+    try:  # the run keeps its directory's lock until its report is written
+        model, data, _ = train(cfg, path_, resume=resume, progress=progress, keep_lock=True)
+        write_report(model, cfg, data.x_test, data.y_test, path_, progress=progress)
+    finally:
+        release_held(path_)
     return f"{path}: trained"
 
 
