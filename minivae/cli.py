@@ -146,13 +146,30 @@ def summary_line(m: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from minivae.analysis.report import write_report
-    from minivae.data import as_nchw, load_mnist, to_float
-    from minivae.training.loop import eval_images, load_run
+    from minivae.training.rundir import lock_run_dir
 
     out = Path(args.run)
     if args.iwae_k < 0:
         raise UserError(f"--iwae-k must be >= 0 (0: off), got {args.iwae_k}")
+    if not (out / f"{args.which}.npz").is_file():
+        raise UserError(f"{out} has no {args.which}.npz: is it a minivae run directory?")
+    run_dir = lock_run_dir(out, resume=True)  # evaluate writes the run's report: one writer at a time
+    try:
+        code = _evaluate_run(args, out)
+    except BaseException:
+        run_dir.discard(
+            []
+        ) if run_dir.created_lock else run_dir.release()  # a refused evaluate leaves no trace
+        raise
+    run_dir.release()
+    return code
+
+
+def _evaluate_run(args: argparse.Namespace, out: Path) -> int:
+    from minivae.analysis.report import write_report
+    from minivae.data import as_nchw, load_mnist, to_float
+    from minivae.training.loop import eval_images, load_run
+
     model, cfg = load_run(out, which=args.which, backend=args.backend)
     images, labels = load_mnist("test", dataset=cfg.dataset)
     if cfg.test_limit:

@@ -216,3 +216,19 @@ def test_two_runs_started_together_on_one_out(tmp_path, mnist_ready):
         assert cfg["seed"] == winner
         for name in ("last.npz", "best.npz"):
             assert load_checkpoint(out / name)[2]["config"] == cfg
+
+
+def test_evaluate_is_refused_while_a_run_holds_the_directory(finished, capsys):
+    """evaluate rewrites the run's report, so it takes the same lock: refused, naming the holder."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, str(finished), "1"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = snapshot(finished)
+        line = refused(["evaluate", str(finished)], capsys)
+        assert f"is in use by another minivae run, PID {holder.pid} (" in line
+        assert snapshot(finished) == before
+    finally:
+        holder.kill()
+        holder.wait()
