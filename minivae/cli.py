@@ -157,9 +157,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         code = _evaluate_run(args, out)
     except BaseException:
-        run_dir.discard(
-            []
-        ) if run_dir.created_lock else run_dir.release()  # a refused evaluate leaves no trace
+        if run_dir.created_lock:  # a refused evaluate leaves no trace, not even a lock file
+            run_dir.discard([])
+        else:
+            run_dir.release()
         raise
     run_dir.release()
     return code
