@@ -367,19 +367,14 @@ def train(
     changes: dict[str, Any] | None = None,
     keep_lock: bool = False,
 ) -> tuple[VAE, Dataset, list[dict[str, Any]]]:
-    """Train a run in directory `out`, or continue it. Returns (model with the best-validation weights,
-    data, history).
+    """Train a run in directory `out`, or continue it (resume: with the config in its last.npz, `epochs`
+    a new total, `changes` only RESUME_CHANGES). Returns (model with the best-validation weights, data,
+    history). Writes config.json, history.csv, last.npz (every epoch and on interruption), best.npz.
 
-    resume=True continues the run in `out` with the config stored in its last.npz (cfg is then unused);
-    `epochs`, when given, is the new total, and `changes` (field -> value, as the command line gave them)
-    may change only RESUME_CHANGES. data: the splits, if the caller has loaded them.
-    on_step(state) is called after every step; when it returns True the run stops as on Ctrl-C: it
-    saves last.npz and raises Interrupted. Writes config.json, history.csv, last.npz (every epoch and on
-    interruption) and best.npz (the best validation loss so far).
-
-    The run holds the directory's lock (rundir.lock_run_dir), and writes nothing there before every
-    check has passed (open_run). keep_lock: leave the lock held for the caller's report
-    (then rundir.release_held(out)).
+    data: the splits, if the caller has them. on_step(state), after every step: True stops the run as
+    Ctrl-C does (last.npz saved, Interrupted raised). The run holds the directory's lock
+    (rundir.lock_run_dir) and writes nothing before every check has passed (open_run); keep_lock leaves
+    it held for the caller's report (then rundir.release_held(out)).
     """
     out = Path(out)
     checkpoint = None
