@@ -4,7 +4,9 @@ train end to end on real MNIST), is marked `slow`: `pytest -m "not slow"` runs t
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import json
 import sys
 
 import numpy as np
@@ -80,3 +82,31 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "mnist_ready" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+
+def write_fake_run(
+    path, psnr: float, rate: float = 20.0, distortion: float = 80.0, active: int = 5,
+    effective_beta: float = 1.0, digit_step: float = 0.0, epochs: int = 1,
+) -> None:  # fmt: skip
+    """The files a sweep's summarize reads from a run directory, with made-up numbers: metrics.json,
+    per_digit.csv (digit d's sampled-z PSNR is psnr + d * digit_step) and `epochs` rows of history.csv."""
+    path.mkdir(parents=True)
+    m = {"rate_nats": rate, "distortion_nats": distortion, "neg_elbo": rate + distortion,
+         "effective_beta": effective_beta, "psnr_sampled_digit_mean": psnr, "psnr_mean_digit_mean": psnr + 1,
+         "active_units": active, "alive_encoder_units": 32}  # fmt: skip
+    (path / "metrics.json").write_text(json.dumps(m))
+    with (path / "per_digit.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["digit", "psnr_sampled", "psnr_mean", "mse_sampled", "mse_mean"])
+        w.writeheader()
+        w.writerows(
+            {
+                "digit": d,
+                "psnr_sampled": psnr + d * digit_step,
+                "psnr_mean": psnr + 1,
+                "mse_sampled": 0.02,
+                "mse_mean": 0.018,
+            }  # fmt: skip
+            for d in range(10)
+        )
+    rows = "".join(f"{e},{110 - 10 * e},{109 - 10 * e}\n" for e in range(1, epochs + 1))
+    (path / "history.csv").write_text("epoch,train_loss,val_loss\n" + rows)

@@ -4,11 +4,11 @@ no training, so the whole file runs offline in seconds."""
 
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
 import pytest
+from conftest import write_fake_run
 
 from minivae.analysis.report import write_report
 from minivae.analysis.sweep import run_dir, summarize
@@ -136,26 +136,9 @@ def test_tsne_says_what_it_does(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
-def fake_run(path, psnr: float) -> None:
-    """The files the sweep's summarize reads, with made-up numbers."""
-    path.mkdir(parents=True)
-    m = {"rate_nats": 20.0, "distortion_nats": 80.0, "neg_elbo": 100.0, "effective_beta": 1.0,
-         "psnr_sampled_digit_mean": psnr, "psnr_mean_digit_mean": psnr + 1, "active_units": 5,
-         "alive_encoder_units": 32}  # fmt: skip
-    (path / "metrics.json").write_text(json.dumps(m))
-    with (path / "per_digit.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["digit", "psnr_sampled", "psnr_mean", "mse_sampled", "mse_mean"])
-        w.writeheader()
-        w.writerows(
-            {"digit": d, "psnr_sampled": psnr, "psnr_mean": psnr + 1, "mse_sampled": 0.02, "mse_mean": 0.018}
-            for d in range(10)
-        )
-    (path / "history.csv").write_text("epoch,train_loss,val_loss\n1,100,99\n")
-
-
 def test_sweep_report_names_its_psnr_and_the_keras_study(tmp_path):
     for z, psnr in ((5, 15.0), (10, 16.0)):
-        fake_run(run_dir(tmp_path, z, 0), psnr)
+        write_fake_run(run_dir(tmp_path, z, 0), psnr)
     text = summarize(TrainConfig(arch="conv"), [5, 10], 1, tmp_path).read_text()
     assert "Latent size 10 reconstructs best: PSNR (sampled z, mean over the ten digits) 16.00 dB" in text
     assert "| PSNR sampled z, mean over the ten digits | PSNR z = mu, mean over the ten digits |" in text

@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+from conftest import write_fake_run
 
 from minivae.analysis.sweep import monotone_sentence, run_config, run_dir, summarize
 from minivae.cli import main
@@ -67,26 +68,8 @@ def test_beta_sweep_end_to_end(tmp_path, mnist_ready):
 
 
 def fake_run(path, rate, distortion, psnr, active, effective_beta):
-    """The files summarize reads from a run directory, with made-up numbers."""
-    path.mkdir(parents=True)
-    m = {"rate_nats": rate, "distortion_nats": distortion, "neg_elbo": rate + distortion, "effective_beta": effective_beta,
-         "psnr_sampled_digit_mean": psnr, "psnr_mean_digit_mean": psnr + 1, "active_units": active,
-         "alive_encoder_units": 32}  # fmt: skip
-    (path / "metrics.json").write_text(json.dumps(m))
-    with (path / "per_digit.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["digit", "psnr_sampled", "psnr_mean", "mse_sampled", "mse_mean"])
-        w.writeheader()
-        w.writerows(
-            {
-                "digit": d,
-                "psnr_sampled": psnr + d / 10,
-                "psnr_mean": psnr + 1,
-                "mse_sampled": 0.02,
-                "mse_mean": 0.018,
-            }
-            for d in range(10)
-        )
-    (path / "history.csv").write_text("epoch,train_loss,val_loss\n1,100,99\n2,90,89\n")
+    """The files summarize reads from a run directory, with made-up numbers (conftest.write_fake_run)."""
+    write_fake_run(path, psnr, rate, distortion, active, effective_beta, digit_step=0.1, epochs=2)
 
 
 def test_summarize_fixed_effective_beta_by_latent(tmp_path):
