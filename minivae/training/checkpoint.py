@@ -236,12 +236,13 @@ def _is_num(v: Any) -> bool:
 
 
 # RunState's fields as a checkpoint stores them: a test each, and what it should be
+_COUNT = (lambda v: _is_int(v) and v >= 0, "a whole number >= 0")
 STATE_TYPES: dict[str, tuple[Any, str]] = {
-    "epoch": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
-    "batch": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
-    "step": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
-    "bad_epochs": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
-    "skipped": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "epoch": _COUNT,
+    "batch": _COUNT,
+    "step": _COUNT,
+    "bad_epochs": _COUNT,
+    "skipped": _COUNT,
     "best_val": (lambda v: _is_num(v) and not math.isnan(v), "a number (inf before any validation)"),
     "seconds": (lambda v: _is_num(v) and math.isfinite(v) and v >= 0, "a finite number >= 0"),
     "sums": (
