@@ -44,7 +44,7 @@ MODES = ("smoke", "default", "full")
 class Lesson:
     """What a lesson needs to know about how it was started."""
 
-    name: str  # "08_train_mlp_vae"
+    name: str  # "09_train_mlp_vae"
     mode: str  # "smoke" | "default" | "full"
     xp: ModuleType  # numpy or cupy
     out: Path  # figures go here

@@ -269,7 +269,7 @@ def test_every_benchmark_command_quoted_names_a_script_and_flags_that_exist():
     import re
 
     texts = {p: p.read_text() for p in [*(ROOT / "benchmarks").glob("*.sh"), ROOT / "docs" / "performance.md",
-                                        ROOT / "lessons" / "12_cpu_vs_gpu.py"]}  # fmt: skip
+                                        ROOT / "lessons" / "14_cpu_vs_gpu.py"]}  # fmt: skip
     calls: dict[str, set[str]] = {}
     for path, text in texts.items():
         if path.suffix == ".sh":

@@ -70,7 +70,7 @@ def test_lesson_runs_on_cupy(name, tmp_path, mnist_ready):
 
 
 @pytest.mark.skipif(CUPY_OK, reason="a working CuPy is present, so --backend cupy succeeds here")
-@pytest.mark.parametrize("name", ["01_arrays_and_backends.py", "12_cpu_vs_gpu.py"])
+@pytest.mark.parametrize("name", ["01_arrays_and_backends.py", "14_cpu_vs_gpu.py"])
 def test_backend_cupy_without_cupy_is_a_clear_error(name, tmp_path):
     proc = run_lesson(name, tmp_path, "--backend", "cupy")
     assert proc.returncode == 2, proc.stderr

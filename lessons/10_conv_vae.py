@@ -1,4 +1,4 @@
-"""Lesson 9: the seed study's convolutional VAE, layer by layer with shapes, and a short training run.
+"""Lesson 10: the seed study's convolutional VAE, layer by layer with shapes, and a short training run.
 
 The architecture
 ----------------
@@ -38,8 +38,8 @@ What to look at
 - the shape table: each layer's output shape, parameters and multiply-adds per image;
 - the loss per epoch (in the seed's units) and the live bottleneck units: with the seed's ReLU about a
   third survive the first epochs; --bottleneck leaky_relu keeps every unit trainable and ends lower;
-- 09_feature_maps.png: one digit through the trained network, a few channels of each stage;
-- 09_reconstructions.png, and per-digit PSNR against the seed study's published numbers (its full run
+- 10_feature_maps.png: one digit through the trained network, a few channels of each stage;
+- 10_reconstructions.png, and per-digit PSNR against the seed study's published numbers (its full run
   trained far longer, so expect ours to be lower in the default mode).
 """
 

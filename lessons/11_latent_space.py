@@ -1,4 +1,4 @@
-"""Lesson 10: the latent space. t-SNE of the codes, interpolations, traversals, and choosing a latent size.
+"""Lesson 11: the latent space. t-SNE of the codes, interpolations, traversals, and choosing a latent size.
 
 The idea
 --------
@@ -28,9 +28,9 @@ changed with the latent size, lesson 7, so its numbers cannot settle the questio
 What to look at
 ---------------
 - the table: -ELBO, its two parts, active units and PSNR against the latent size;
-- 10_tsne.png: clusters by digit; 10_interpolation.png and 10_traversals.png: smooth changes;
-- 10_manifold_2d.png: the latent-2 model's whole latent plane decoded on a grid;
-- 10_psnr_per_digit.png: per-digit PSNR for each latent size, and the seed study's published latent-15
+- 11_tsne.png: clusters by digit; 11_interpolation.png and 11_traversals.png: smooth changes;
+- 11_manifold_2d.png: the latent-2 model's whole latent plane decoded on a grid;
+- 11_psnr_per_digit.png: per-digit PSNR for each latent size, and the seed study's published latent-15
   numbers (from 15 epochs of its convolutional model on 48,000 images, so expect it ahead in default mode).
 """
 

@@ -1,4 +1,4 @@
-"""Lesson 12: CPU against GPU. Time the training step on NumPy and CuPy; where the time goes; when the GPU pays.
+"""Lesson 14: CPU against GPU. Time the training step on NumPy and CuPy; where the time goes; when the GPU pays.
 
 The idea
 --------
@@ -61,7 +61,7 @@ What to look at
 ---------------
 - the agreement check (expect < 1e-5) when CuPy is present;
 - the table: ms per step, images per second and GFLOP/s against the batch size;
-- 12_step_time.png: time per step against batch size, log-log. A slope-1 line is compute-bound; a flat
+- 14_step_time.png: time per step against batch size, log-log. A slope-1 line is compute-bound; a flat
   line is launch-bound; where the GPU line crosses below the CPU line the GPU starts to pay.
 - the breakdown: which phase takes the time at a small and at a large batch. Adam's share is large at
   small batches: its cost is per parameter (several passes over 650,000 numbers), whatever the batch.

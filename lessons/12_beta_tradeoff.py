@@ -1,4 +1,4 @@
-"""Lesson 11: the beta trade-off. Reconstruction (distortion) against KL (rate), and posterior collapse.
+"""Lesson 12: the beta trade-off. Reconstruction (distortion) against KL (rate), and posterior collapse.
 
 The idea
 --------
@@ -27,10 +27,10 @@ sit exactly at the prior. The active-unit count (Var_x mu_i > 0.01) shows it.
 What to look at
 ---------------
 - the table: D, R, D + R, active units per beta; D + R smallest near beta = 1;
-- 11_rate_distortion.png: the (R, D) points with lines of equal -ELBO, and active units against beta;
-- 11_reconstructions.png: the same test digits reconstructed at each beta; at the largest beta every row
+- 12_rate_distortion.png: the (R, D) points with lines of equal -ELBO, and active units against beta;
+- 12_reconstructions.png: the same test digits reconstructed at each beta; at the largest beta every row
   is the same blob ("spread across inputs" near 0);
-- 11_prior_samples.png: decoded z ~ N(0, I) per beta: rough at small beta, smoothest near 1-4, then
+- 12_prior_samples.png: decoded z ~ N(0, I) per beta: rough at small beta, smoothest near 1-4, then
   identical blobs after collapse.
 """
 

@@ -1,4 +1,4 @@
-"""Lesson 8: train a VAE on MNIST on the CPU in about a minute. Loss curves, reconstructions, samples.
+"""Lesson 9: train a VAE on MNIST on the CPU in about a minute. Loss curves, reconstructions, samples.
 
 The model
 ---------
@@ -35,9 +35,9 @@ that much information about each digit.
 
 What to look at
 ---------------
-- 08_loss_curves.png: training and held-out negative ELBO per epoch;
-- 08_reconstructions.png: test digits, decoded from a sampled z and from z = mu (sharper: no noise);
-- 08_prior_samples.png: decoding z ~ N(0, I). This is what makes it a generative model: unlike lesson 3's
+- 09_loss_curves.png: training and held-out negative ELBO per epoch;
+- 09_reconstructions.png: test digits, decoded from a sampled z and from z = mu (sharper: no noise);
+- 09_prior_samples.png: decoding z ~ N(0, I). This is what makes it a generative model: unlike lesson 3's
   autoencoder, the KL term has pulled the codes towards the prior, so random codes decode to digit-like
   shapes. Blurry ones are normal for this small model (the Bernoulli decoder shows its mean).
 """
