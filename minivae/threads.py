@@ -1,0 +1,144 @@
+"""How many BLAS threads a step uses: as many as there are cores no other program is using.
+
+OpenBLAS starts one thread per core and splits every large product between them; each product
+waits for its slowest thread. On an idle 2-core machine two threads make the conv step about 1.4
+times faster than one; beside one busy process the second thread waits on a core that process
+holds, and the step becomes slower than on one thread (`benchmarks/bench_train_step.py
+--contention` measures both). So the policy counts the cores that are free when it is asked:
+
+    free    = cores - busy        busy: cores' worth of CPU time other programs used just now
+    threads = clamp(round(free), 1, cores)
+
+`cores` is this process's CPU affinity (`os.sched_getaffinity`), capped by a cgroup CPU quota;
+`busy` is read from /proc/stat over a short window (Linux), else from the 1-minute load average.
+`requested` (the `--threads N` flag, the `threads` config field) overrides the policy.
+
+The thread count is part of "the same run": same-seed runs are bit-identical at the same thread
+count, so pass `--threads N` to reproduce a run exactly on a machine whose load changes.
+
+This module sits at the bottom of the import graph (stdlib, threadpoolctl, minivae.errors), so the
+lessons, minivae.nn and minivae.training may all use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Iterator
+
+from minivae.errors import UserError
+
+SAMPLE_SECONDS = 0.2  # /proc/stat window: long enough for 20 clock ticks per core at USER_HZ 100
+
+
+def available_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup v2 `cpu.max` quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS and Windows have no affinity call
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def _cpu_ticks(cpus: set[int] | None) -> tuple[int, int]:
+    """(busy, total) clock ticks since boot, summed over `cpus` (all when None), from /proc/stat.
+
+    A `cpuN` line reads: user nice system idle iowait irq softirq steal ...; idle and iowait are
+    the free time, steal (time the hypervisor gave to another machine) counts as busy.
+    """
+    busy = total = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *ticks = line.split()
+            if not name.startswith("cpu") or name == "cpu":
+                continue
+            if cpus is not None and int(name[3:]) not in cpus:
+                continue
+            t = [int(v) for v in ticks[:8]]
+            busy += t[0] + t[1] + t[2] + t[5] + t[6] + t[7]
+            total += sum(t)
+    return busy, total
+
+
+def busy_cores(seconds: float = SAMPLE_SECONDS) -> float:
+    """Cores' worth of CPU time that other processes use now (0.0 on an idle machine).
+
+    Linux: (busy ticks of our cores - our own CPU time) / wall time, over a `seconds` window.
+    Elsewhere: the 1-minute load average (0.0 where there is none).
+    """
+    try:
+        cpus = os.sched_getaffinity(0)
+        busy0, total0 = _cpu_ticks(cpus)
+        own0, wall0 = time.process_time(), time.perf_counter()
+        time.sleep(seconds)
+        busy1, total1 = _cpu_ticks(cpus)
+        own1, wall1 = time.process_time(), time.perf_counter()
+    except (AttributeError, OSError, ValueError):
+        try:
+            return os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return 0.0
+    if total1 <= total0:
+        return 0.0
+    # fraction of our cores' ticks that were busy, in cores, minus our own share of it
+    busy = (busy1 - busy0) / (total1 - total0) * len(cpus)
+    return max(0.0, busy - (own1 - own0) / (wall1 - wall0))
+
+
+def pick(requested: int | None = None, *, cores: int | None = None, busy: float | None = None) -> int:
+    """The BLAS thread count the policy picks now: `requested` if given, else round(cores - busy).
+
+    cores: cores this process may use (default `available_cores()`);
+    busy:  cores' worth of CPU other processes use (default `busy_cores()`, a 0.2 s sample).
+    Both are arguments so a test can pass a machine's state instead of reading this one's.
+    """
+    if requested is not None:
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+            raise UserError(
+                f"--threads must be a whole number >= 1 (got {requested!r}); omit it for the policy"
+            )
+        return requested
+    if cores is None:
+        cores = available_cores()
+    if busy is None:
+        busy = busy_cores()
+    free = cores - busy
+    return max(1, min(cores, math.floor(free + 0.5)))
+
+
+def apply(requested: int | None = None) -> int:
+    """Set this process's BLAS and OpenMP thread count to `pick(requested)`; return that count.
+
+    It lasts until the next `apply` (or the end of a `limit` block that started before it).
+    """
+    from threadpoolctl import threadpool_limits
+
+    n = pick(requested)
+    threadpool_limits(limits=n)
+    return n
+
+
+@contextlib.contextmanager
+def limit(requested: int | None = None) -> Iterator[int]:
+    """`with threads.limit(1) as n:` runs the block on `pick(requested)` BLAS threads, then restores."""
+    from threadpoolctl import threadpool_limits
+
+    n = pick(requested)
+    with threadpool_limits(limits=n):
+        yield n
+
+
+def current() -> int:
+    """The BLAS thread count in effect now (the largest over the BLAS libraries loaded; 1 if none)."""
+    from threadpoolctl import threadpool_info
+
+    counts = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    return max(counts, default=1)
