@@ -11,7 +11,8 @@ holds, and the step becomes slower than on one thread (`benchmarks/bench_train_s
 
 `cores` is this process's CPU affinity (`os.sched_getaffinity`), capped by a cgroup CPU quota;
 `busy` is read from /proc/stat over a short window (Linux), else from the 1-minute load average.
-`requested` (the `--threads N` flag, the `threads` config field) overrides the policy.
+`requested` (the `--threads N` flag, the `threads` config field) overrides the policy, and so does
+OPENBLAS_NUM_THREADS when it is set.
 
 The thread count is part of "the same run": same-seed runs are bit-identical at the same thread
 count, so pass `--threads N` to reproduce a run exactly on a machine whose load changes.
@@ -26,7 +27,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from minivae.errors import UserError
 
@@ -93,12 +94,20 @@ def busy_cores(seconds: float = SAMPLE_SECONDS) -> float:
     return max(0.0, busy - (own1 - own0) / (wall1 - wall0))
 
 
-def pick(requested: int | None = None, *, cores: int | None = None, busy: float | None = None) -> int:
-    """The BLAS thread count the policy picks now: `requested` if given, else round(cores - busy).
+def pick(
+    requested: int | None = None,
+    *,
+    cores: int | None = None,
+    busy: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """The BLAS thread count the policy picks now: `requested` if given, else OPENBLAS_NUM_THREADS if
+    set, else round(cores - busy) between 1 and cores.
 
     cores: cores this process may use (default `available_cores()`);
-    busy:  cores' worth of CPU other processes use (default `busy_cores()`, a 0.2 s sample).
-    Both are arguments so a test can pass a machine's state instead of reading this one's.
+    busy:  cores' worth of CPU other processes use (default `busy_cores()`, a 0.2 s sample);
+    env:   the environment (default os.environ).
+    They are arguments so a test can pass a machine's state instead of reading this one's.
     """
     if requested is not None:
         if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
@@ -106,6 +115,9 @@ def pick(requested: int | None = None, *, cores: int | None = None, busy: float 
                 f"--threads must be a whole number >= 1 (got {requested!r}); omit it for the policy"
             )
         return requested
+    fixed = (os.environ if env is None else env).get("OPENBLAS_NUM_THREADS", "")
+    if fixed.isdigit() and int(fixed) >= 1:
+        return int(fixed)
     if cores is None:
         cores = available_cores()
     if busy is None:
