@@ -32,9 +32,12 @@ examples:
 
 # The help groups of TrainConfig's fields, in the order `train --help` and `sweep --help` show them.
 CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
-    "model": ("arch", "latent", "hidden", "init", "bottleneck", "backend", "dtype"),
+    "model": ("arch", "latent", "hidden", "activation", "init", "bottleneck", "backend", "dtype", "threads"),
     "data": ("dataset", "binarize", "train_limit", "test_limit", "val_fraction"),
-    "optimisation": ("optimizer", "lr", "epochs", "batch_size", "patience", "grad_clip", "seed"),
+    "optimisation": (
+        "objective", "k", "optimizer", "lr", "lr_schedule", "adam_eps", "epochs", "batch_size", "patience",
+        "grad_clip", "seed",
+    ),
     "β and schedules": (
         "beta", "loss", "beta_schedule", "beta_warmup_epochs", "beta_cycles", "beta_cycle_ratio",
         "capacity_max", "capacity_epochs",
@@ -73,9 +76,14 @@ def _add_config_flags(
         g = groups[title] = p.add_argument_group(title)
         for name in names:
             f = fields[name]
-            conv = {int: int, float: float}.get(hints[name], str)
+            conv = {int: int, float: float, int | None: int, float | None: float, list[int]: int}.get(
+                hints[name], str
+            )
             text = (help_override or {}).get(name) or _with_default(f.metadata.get("help", ""), f.default)
-            g.add_argument(f"--{flag(name)}", dest=name, type=conv, default=argparse.SUPPRESS, help=text)
+            many = {"nargs": "+", "metavar": "N"} if hints[name] == list[int] else {}  # --hidden 200 200
+            g.add_argument(
+                f"--{flag(name)}", dest=name, type=conv, default=argparse.SUPPRESS, help=text, **many
+            )
     return groups
 
 
@@ -206,7 +214,7 @@ def sweep_latents(args: argparse.Namespace) -> list[int]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from minivae.analysis.sweep import sweep
+    from minivae.analysis.sweep import SweepIncomplete, sweep
 
     latents = sweep_latents(args)
     base = config_from_args(args)
@@ -216,17 +224,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError(f"--betas takes finite numbers >= 0, got {' '.join(f'{b:g}' for b in args.betas)}")
     if len(set(latents)) < len(latents) or len(set(args.betas or [])) < len(args.betas or []):
         raise UserError("--latents and --betas take each value once")
+    if args.dask_address and args.executor != "dask":
+        raise UserError("--dask-address needs --executor dask")
     out = Path(args.out) if args.out else Path("runs") / f"sweep_{base.arch}_{time.strftime('%Y%m%d-%H%M%S')}"
-    report = sweep(
-        base,
-        latents,
-        args.seeds,
-        out,
-        jobs=args.jobs,
-        progress=not args.quiet,
-        betas=args.betas,
-        fixed_effective_beta=args.fixed_effective_beta,
-    )
+    try:
+        report = sweep(
+            base,
+            latents,
+            args.seeds,
+            out,
+            jobs=args.jobs,
+            progress=not args.quiet,
+            betas=args.betas,
+            fixed_effective_beta=args.fixed_effective_beta,
+            executor=args.executor,
+            address=args.dask_address,
+        )
+    except SweepIncomplete as e:  # the failed runs were named as they ended; the same command retries them
+        print(f"minivae: error: {e}; the same command runs them again", file=sys.stderr)
+        return 1
     print(f"report: {report}")
     return 0
 
@@ -367,7 +383,25 @@ def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
         "--seeds", type=int, default=1, help="runs per latent size (seeds seed, seed+1, ...) (default: 1)"
     )
     s.add_argument(
-        "--jobs", type=int, default=1, help="runs trained at once, in worker processes (default: 1)"
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at once: worker processes (--executor local) or the LocalCluster's workers "
+        "(--executor dask without --dask-address) (default: 1)",
+    )
+    s.add_argument(
+        "--executor",
+        choices=["local", "dask"],
+        default="local",
+        help="local: this machine's processes; dask: a task per run on a Dask scheduler, see docs/sweeps.md "
+        '(needs pip install -e ".[dask]") (default: local)',
+    )
+    s.add_argument(
+        "--dask-address",
+        default=None,
+        metavar="ADDR",
+        help="with --executor dask: the scheduler to run on, e.g. tcp://host:8786 (default: a new LocalCluster "
+        "of --jobs workers)",
     )
     groups = _add_config_flags(
         s, {"latent": "one latent size to sweep, the same as --latents Z (default: see --latents)"}

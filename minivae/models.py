@@ -4,13 +4,17 @@
     z = mu + exp(0.5 logvar) * eps
     z -> decoder -> logits (N, 1, 28, 28);   the reconstruction is sigmoid(logits)
 
+With k samples per image (the IWAE objective, minivae.nn.iwae) eps is (k, N, latent): the encoder runs
+once on the N images, z = mu + std * eps broadcasts to (k, N, latent), and the decoder runs on the k * N
+rows in one batch, sample-major (row s * N + n is sample s of image n).
+
 The decoder stops at logits: the loss takes BCE on logits (exact for any value), and the images are
 sigmoid(logits), the seed study's sigmoid output layer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -28,6 +32,7 @@ from minivae.nn import (
     ReLU,
     Reshape,
     Sequential,
+    Tanh,
     ZeroPad2d,
     sigmoid,
 )
@@ -35,6 +40,7 @@ from minivae.nn.reparam import Reparameterize
 
 ARCHS = ("mlp", "conv")
 BOTTLENECKS = ("relu", "leaky_relu")
+ACTIVATIONS = {"relu": ReLU, "tanh": Tanh}  # the mlp model's hidden-layer activation
 DEFAULT_INIT = {"mlp": "pytorch", "conv": "glorot"}  # each model's initialisation unless one is given
 IMAGE_SHAPE = (1, 28, 28)
 
@@ -115,6 +121,9 @@ class VAE(Module):
     ) -> tuple[Any, Any, Any]:
         """x -> (logits, mu, logvar). Give eps (N, latent) to fix the noise, or rng to draw it.
 
+        eps (k, N, latent) draws k samples of z per image: logits are then (k * N, 1, 28, 28), sample-major,
+        and mu, logvar stay (N, latent).
+
         eps is cast to the model's dtype (float64 noise does not turn a float32 model's outputs float64).
         check_values=False skips check_input's value check (NaN, outside [0, 1]), which on a GPU waits
         for the device: the training loop checks each data set once instead of every batch.
@@ -127,17 +136,25 @@ class VAE(Module):
             )
         self.check_input(x, values=check_values)
         mu, logvar = self.encode(x)
-        z = self.reparam.forward(mu, logvar, eps, rng)
-        return self.decode(z), mu, logvar
+        z = self.reparam.forward(mu, logvar, eps, rng)  # (N, latent), or (k, N, latent)
+        return self.decode(z.reshape(-1, self.latent)), mu, logvar
 
-    def backward(self, dlogits: Any, dmu: Any, dlogvar: Any) -> Any:  # type: ignore[override]
+    def backward(  # type: ignore[override]
+        self, dlogits: Any, dmu: Any, dlogvar: Any, dz: Any = None
+    ) -> Any:
         """Back through decoder, reparameterization and both heads; returns dL/dx (None unless input_grad).
 
         mu and logvar get gradient from two places: the loss's KL term (dmu, dlogvar given here) and,
-        through z, the reconstruction term.
+        through z, the reconstruction term. dz, shaped like z: a gradient the loss puts on z directly
+        (the IWAE objective's log p(z) term), added to the decoder's. With k samples per image, z is
+        (k, N, latent) and the reparameterization's gradients are summed over the k samples.
         """
-        dz = self.decoder.backward(dlogits)
-        dmu_z, dlogvar_z = self.reparam.backward(dz)
+        dz_dec = self.decoder.backward(dlogits)  # (rows, latent)
+        z_shape = self.reparam.noise.shape  # (N, latent), or (k, N, latent)
+        dz_all = dz_dec.reshape(z_shape) if dz is None else dz_dec.reshape(z_shape) + dz
+        dmu_z, dlogvar_z = self.reparam.backward(dz_all)
+        if dmu_z.ndim == 3:  # k samples: mu and logvar fed every one of them
+            dmu_z, dlogvar_z = dmu_z.sum(axis=0), dlogvar_z.sum(axis=0)
         dh = self.fc_mu.backward(dmu + dmu_z) + self.fc_logvar.backward(dlogvar + dlogvar_z)
         return self.encoder.backward(dh)
 
@@ -149,16 +166,36 @@ class VAE(Module):
         return sigmoid(self.decode(mu))
 
 
-def mlp_vae(latent: int = 20, hidden: int = 400, init: str = "pytorch", rng=None, dtype="float32") -> VAE:
-    """PyTorch's example VAE: 784 -> hidden -> (mu, logvar) -> hidden -> 784, ReLU."""
+def mlp_vae(
+    latent: int = 20,
+    hidden: int | Sequence[int] = 400,
+    init: str = "pytorch",
+    rng=None,
+    dtype="float32",
+    activation: str = "relu",
+) -> VAE:
+    """784 -> hidden[0] -> ... -> hidden[-1] -> (mu, logvar) -> hidden[-1] -> ... -> hidden[0] -> 784.
+
+    hidden: one size (PyTorch's example VAE: 400, ReLU) or a list, the decoder mirroring the encoder
+    (Burda et al. 2015: [200, 200], tanh). Parameter names: encoder.1, encoder.3, ... and decoder.0,
+    decoder.2, ...: a one-layer model's are those of PyTorch's example whatever the activation.
+    """
+    sizes = [hidden] if isinstance(hidden, int) else [int(h) for h in hidden]
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+    act = ACTIVATIONS[activation]
     rng = rng if rng is not None else np.random.default_rng()
     kw = {"init": init, "rng": rng, "dtype": dtype}
-    encoder = Sequential(Flatten(), Linear(784, hidden, **kw), ReLU())
-    fc_mu, fc_logvar = Linear(hidden, latent, **kw), Linear(hidden, latent, **kw)
-    decoder = Sequential(
-        Linear(latent, hidden, **kw), ReLU(), Linear(hidden, 784, **kw), Reshape(*IMAGE_SHAPE)
-    )
-    return VAE(encoder, fc_mu, fc_logvar, decoder)
+    enc: list[Module] = [Flatten()]
+    for n_in, n_out in zip([784, *sizes], sizes):
+        enc += [Linear(n_in, n_out, **kw), act()]
+    fc_mu, fc_logvar = Linear(sizes[-1], latent, **kw), Linear(sizes[-1], latent, **kw)
+    up = [latent, *sizes[::-1]]
+    dec: list[Module] = []
+    for n_in, n_out in zip(up, up[1:]):
+        dec += [Linear(n_in, n_out, **kw), act()]
+    dec += [Linear(sizes[0], 784, **kw), Reshape(*IMAGE_SHAPE)]
+    return VAE(Sequential(*enc), fc_mu, fc_logvar, Sequential(*dec))
 
 
 def conv_vae(
@@ -208,16 +245,18 @@ def build_model(
     arch: str,
     latent: int,
     *,
-    hidden: int = 400,
+    hidden: int | Sequence[int] = 400,
     init: str | None = None,
     bottleneck: str = "relu",
     seed: int | None = 0,
     dtype: Any = "float32",
+    activation: str = "relu",
 ) -> VAE:
-    """A model by name, initialised from `seed` on the host (same weights on every backend)."""
+    """A model by name, initialised from `seed` on the host (same weights on every backend).
+    hidden and activation: the mlp model's hidden sizes and their activation (the conv model ignores both)."""
     rng = np.random.default_rng(seed)
     if arch == "mlp":
-        return mlp_vae(latent, hidden, init or DEFAULT_INIT["mlp"], rng, dtype)
+        return mlp_vae(latent, hidden, init or DEFAULT_INIT["mlp"], rng, dtype, activation)
     if arch == "conv":
         return conv_vae(latent, init or DEFAULT_INIT["conv"], bottleneck, rng, dtype)
     raise ValueError(f"unknown arch {arch!r}: choose one of {', '.join(ARCHS)}")

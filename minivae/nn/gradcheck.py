@@ -113,6 +113,31 @@ def check_vae(
     return errors
 
 
+def check_iwae(
+    model: Any, x: Any, eps: Any, per_param: int | None = None, seed: int = 0, h: float = 1e-5
+) -> dict[str, float]:
+    """check_vae for the IWAE loss (minivae.nn.iwae): eps (k, N, latent) fixed, every parameter's
+    gradient from model.backward(dlogits, dmu, dlogvar, dz) against central differences of -L_k."""
+    from minivae.backend import to_numpy
+    from minivae.nn.iwae import iwae_loss
+
+    def loss() -> float:
+        logits, mu, logvar = model.forward(x, eps=eps)
+        return float(iwae_loss(logits, x, mu, logvar, eps).total)
+
+    logits, mu, logvar = model.forward(x, eps=eps)
+    out = iwae_loss(logits, x, mu, logvar, eps)
+    model.backward(out.dlogits, out.dmu, out.dlogvar, out.dz)
+    rng = np.random.default_rng(seed)
+    errors = {}
+    for name, p, g in model.named_parameters():
+        g = to_numpy(g).reshape(-1).copy()
+        n = p.size
+        idx = np.arange(n) if per_param is None or per_param >= n else rng.choice(n, per_param, False)
+        errors[name] = rel_error(g[idx], numerical_gradient_at(loss, p, idx, h))
+    return errors
+
+
 def check_layer(layer: Any, x: Any, seed: int = 0, h: float = 1e-6) -> dict[str, float]:
     """Relative errors of a layer's backward against finite differences: {"input": e, "<param>": e, ...}
     for the input and every parameter (a Sequential's children's too, named "0.weight", ...).

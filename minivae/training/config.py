@@ -12,10 +12,11 @@ from typing import Any
 from minivae.backend import BACKENDS, DTYPES
 from minivae.data import DATASETS
 from minivae.errors import UserError
-from minivae.models import ARCHS, BOTTLENECKS, DEFAULT_INIT
+from minivae.models import ACTIVATIONS, ARCHS, BOTTLENECKS, DEFAULT_INIT
 from minivae.nn import INITS
+from minivae.nn.iwae import OBJECTIVES
 from minivae.nn.losses import LOSS_FORMS, effective_beta
-from minivae.training.schedules import SCHEDULES
+from minivae.training.schedules import LR_SCHEDULES, SCHEDULES
 
 OPTIMIZERS = ("adam", "adam-keras", "sgd")
 ON_NONFINITE = ("stop", "skip")
@@ -28,7 +29,22 @@ class TrainConfig:
 
     arch: str = field(default="mlp", metadata={"help": f"model: {' | '.join(ARCHS)}"})
     latent: int = field(default=20, metadata={"help": "latent size"})
-    hidden: int = field(default=400, metadata={"help": "hidden units of the mlp model"})
+    hidden: list[int] = field(
+        default_factory=lambda: [400],
+        metadata={"help": "hidden layer sizes of the mlp model, encoder order (the decoder mirrors them): "
+                  "400, or 200 200 for two layers (default: 400)"},
+    )  # fmt: skip
+    activation: str = field(
+        default="relu", metadata={"help": f"the mlp model's hidden activation: {' | '.join(ACTIVATIONS)}"}
+    )
+    objective: str = field(
+        default="elbo",
+        metadata={
+            "help": "elbo: the (beta-)VAE loss of --loss; iwae: the importance-weighted bound of Burda et al. "
+            "2015 with --k samples per image (beta 1; --k 1 is the ELBO with a one-sample KL)"
+        },
+    )
+    k: int = field(default=1, metadata={"help": "samples of z per image for --objective iwae"})
     beta: float = field(default=1.0, metadata={"help": "KL weight, in the units of --loss"})
     loss: str = field(
         default="elbo",
@@ -82,6 +98,17 @@ class TrainConfig:
         default="adam", metadata={"help": "adam (PyTorch's) | adam-keras (eps on the raw sqrt(v)) | sgd"}
     )
     lr: float = field(default=1e-3, metadata={"help": "learning rate"})
+    lr_schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "constant: --lr throughout; burda: --lr * 10^(-i/7) for 3^i epochs, i = 0, 1, ... "
+            "(Burda et al. 2015; their 3,280 epochs are i = 0..7, and --epochs 1093 runs i = 0..6)"
+        },
+    )
+    adam_eps: float | None = field(
+        default=None,
+        metadata={"help": "Adam's eps (default: the optimizer's own, 1e-8 for adam, 1e-7 for adam-keras)"},
+    )
     epochs: int = field(default=10, metadata={"help": "passes over the training set"})
     batch_size: int = field(default=128, metadata={"help": "images per step"})
     val_fraction: float = field(
@@ -111,6 +138,14 @@ class TrainConfig:
         metadata={"help": "what a NaN/Inf loss or gradient does: stop the run, or skip the batch"},
     )
     tsne_points: int = field(default=2000, metadata={"help": "test images in the t-SNE map (0: no map)"})
+    threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "BLAS threads per step (default: the policy in minivae.threads: one per core no other "
+            "program is busy on, picked when the run starts; OPENBLAS_NUM_THREADS, if set, is used instead). "
+            "Same-seed runs are bit-identical at the same thread count"
+        },
+    )
 
     def validate(self) -> TrainConfig:
         """Raise UserError naming the first bad value and what it should be (its type, then its range)."""
@@ -119,7 +154,8 @@ class TrainConfig:
         choices = {
             "arch": ARCHS, "loss": LOSS_FORMS, "bottleneck": BOTTLENECKS, "optimizer": OPTIMIZERS,
             "backend": BACKENDS, "dtype": DTYPES, "dataset": DATASETS, "on_nonfinite": ON_NONFINITE,
-            "beta_schedule": SCHEDULES, "binarize": BINARIZE,
+            "beta_schedule": SCHEDULES, "binarize": BINARIZE, "activation": ACTIVATIONS,
+            "objective": OBJECTIVES, "lr_schedule": LR_SCHEDULES,
         }  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -128,9 +164,16 @@ class TrainConfig:
                 )
         if self.init is not None and self.init not in INITS:
             raise UserError(f"--init {self.init!r} is not known: choose one of {', '.join(INITS)}")
-        for name in ("latent", "hidden", "epochs", "batch_size", "beta_cycles"):
+        for name in ("latent", "epochs", "batch_size", "beta_cycles", "k"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{flag(name)} must be a whole number >= 1, got {getattr(self, name)}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise UserError(f"--hidden takes one or more whole numbers >= 1, got {flag_value(self.hidden)}")
+        self.validate_objective()
+        if self.threads is not None and self.threads < 1:
+            raise UserError(
+                f"--threads must be a whole number >= 1, got {self.threads}; omit it for the policy"
+            )
         for name in ("patience", "train_limit", "test_limit", "tsne_points"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{flag(name)} must be >= 0, got {getattr(self, name)}")
@@ -152,6 +195,30 @@ class TrainConfig:
             raise UserError("--patience needs a validation set: give --val-fraction > 0, or --patience 0")
         return self
 
+    def __post_init__(self) -> None:
+        # one size given as a number (a config written before hidden was a list, or hidden=400 in code)
+        if isinstance(self.hidden, int) and not isinstance(self.hidden, bool):
+            self.hidden = [self.hidden]
+        elif isinstance(self.hidden, (list, tuple)):
+            self.hidden = list(self.hidden)
+
+    def validate_objective(self) -> None:
+        """--objective iwae's constraints (the bound has beta 1 and no schedule on it); --k and
+        --adam-eps only where they apply."""
+        if self.objective == "elbo" and self.k != 1:
+            raise UserError(f"--k {self.k} needs --objective iwae (the elbo objective draws one z per image)")
+        bound_setting = (self.loss, self.beta, self.beta_schedule)
+        if self.objective == "iwae" and bound_setting != ("elbo", 1.0, "constant"):
+            raise UserError(
+                "--objective iwae is the importance-weighted bound on log p(x): it needs --loss elbo, --beta 1 "
+                f"and --beta-schedule constant (got {self.loss}, {self.beta:g}, {self.beta_schedule})"
+            )
+        if self.adam_eps is not None:
+            if not (math.isfinite(self.adam_eps) and self.adam_eps > 0):
+                raise UserError(f"--adam-eps must be a finite number > 0, got {self.adam_eps}")
+            if self.optimizer == "sgd":
+                raise UserError("--adam-eps is Adam's: give --optimizer adam or adam-keras, or leave it out")
+
     @property
     def effective_beta(self) -> float:
         """beta in standard ELBO units (nats): for the seed form, 2 * 784 * beta / latent."""
@@ -170,6 +237,7 @@ class TrainConfig:
         unknown = sorted(set(d) - set(known))
         if unknown:
             raise UserError(f"unknown config keys {unknown}; known: {sorted(known)}")
+        d = {**{k: v for k, v in ADDED_FIELDS.items() if k not in d}, **d}
         missing = [k for k in known if k not in d]
         if missing:
             raise UserError(
@@ -183,8 +251,20 @@ class TrainConfig:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
+# Fields a config written by an older minivae may lack, with the value that reproduces such a run.
+ADDED_FIELDS: dict[str, Any] = {
+    "threads": None, "activation": "relu", "objective": "elbo", "k": 1, "lr_schedule": "constant",
+    "adam_eps": None,
+}  # fmt: skip
+
+
 def flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+def flag_value(value: Any) -> str:
+    """A field's value as it is typed on the command line: a list as its items separated by spaces."""
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 TYPE_WORDS = {
@@ -192,6 +272,9 @@ TYPE_WORDS = {
     "float": "a number",
     "str": "a string",
     "str | None": "a string or null",
+    "int | None": "a whole number or null",
+    "float | None": "a number or null",
+    "list[int]": "a whole number or a list of whole numbers",
 }
 
 
@@ -204,6 +287,11 @@ def check_type(name: str, value: Any, annotation: Any) -> None:
         "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
         "str": lambda v: isinstance(v, str),
         "str | None": lambda v: v is None or isinstance(v, str),
+        "int | None": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+        "float | None": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)),
+        "list[int]": lambda v: all(
+            isinstance(h, int) and not isinstance(h, bool) for h in (v if isinstance(v, list) else [v])
+        ),
     }.get(kind)
     if ok is not None and not ok(value):
         raise UserError(
@@ -218,11 +306,20 @@ SEED_PRESET: dict[str, Any] = dict(
     batch_size=32, epochs=15, val_fraction=0.2, patience=5,
 )  # fmt: skip
 
+# Burda, Grosse & Salakhutdinov 2015, Table 1: dynamically binarised MNIST, two tanh layers of 200,
+# latent 50, batch 20, Adam eps 1e-4, lr 1e-3 * 10^(-i/7) for 3^i epochs, i = 0..7; all 60,000 images.
+BURDA_PRESET: dict[str, Any] = dict(
+    arch="mlp", hidden=[200, 200], activation="tanh", latent=50, init="glorot", binarize="dynamic",
+    batch_size=20, optimizer="adam", adam_eps=1e-4, lr=1e-3, lr_schedule="burda", epochs=3280,
+    val_fraction=0.0,
+)  # fmt: skip
+
 # Named starting points; flags given on the command line override them.
 PRESETS: dict[str, dict[str, Any]] = {
     "seed": SEED_PRESET,
     # The same with LeakyReLU in the bottleneck, so its units cannot die (see the README).
     "seed-leaky": SEED_PRESET | dict(bottleneck="leaky_relu"),
+    "burda": BURDA_PRESET,
     # PyTorch's example VAE setting: the quality benchmark.
     "pytorch-example": dict(
         arch="mlp", latent=20, beta=1.0, batch_size=128, lr=1e-3, epochs=10, val_fraction=0.0

@@ -33,10 +33,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from minivae import threads
 from minivae.backend import get_array_module, get_backend, to_numpy
 from minivae.data import as_nchw, load_mnist, to_float, train_val_split
 from minivae.errors import UserError
 from minivae.models import VAE, build_model
+from minivae.nn.iwae import IWAELoss, iwae_loss
 from minivae.nn.losses import VAELoss, effective_beta, vae_loss
 from minivae.nn.optim import SGD, Adam, Optimizer
 from minivae.training import streams
@@ -48,7 +50,7 @@ from minivae.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from minivae.training.config import TrainConfig, flag
+from minivae.training.config import TrainConfig, flag, flag_value
 from minivae.training.memory import check_memory
 from minivae.training.rundir import (
     HELD,
@@ -58,7 +60,7 @@ from minivae.training.rundir import (
     save_json,
     write_history,
 )
-from minivae.training.schedules import beta_at, capacity_at, final_beta_capacity
+from minivae.training.schedules import beta_at, capacity_at, final_beta_capacity, lr_at
 
 
 class NonFiniteError(UserError):
@@ -87,6 +89,7 @@ def make_model(cfg: TrainConfig, xp: ModuleType) -> VAE:
         bottleneck=cfg.bottleneck,
         seed=cfg.seed,
         dtype=cfg.dtype,
+        activation=cfg.activation,
     ).to(xp)
 
 
@@ -100,8 +103,8 @@ def make_optimizer(cfg: TrainConfig, model: VAE) -> Optimizer:
     if cfg.optimizer == "sgd":
         return SGD(params, lr=cfg.lr, momentum=0.9, flat=flat)
     if cfg.optimizer == "adam-keras":
-        return Adam(params, lr=cfg.lr, eps=1e-7, keras_epsilon=True, flat=flat)
-    return Adam(params, lr=cfg.lr, flat=flat)
+        return Adam(params, lr=cfg.lr, eps=cfg.adam_eps or 1e-7, keras_epsilon=True, flat=flat)
+    return Adam(params, lr=cfg.lr, eps=cfg.adam_eps or 1e-8, flat=flat)
 
 
 def step_noise(seed: int, step: int, shape: tuple[int, ...], dtype: Any, xp: ModuleType) -> Any:
@@ -161,7 +164,7 @@ def first_nonfinite(model: VAE, x: Any, eps: Any) -> str:
         return "the output of fc_logvar"
     if not bool(xp.isfinite(xp.exp(0.5 * logvar)).all()):
         return "exp(0.5 * logvar) in the reparameterization (logvar too large)"
-    z = model.reparam.forward(mu, logvar, eps)
+    z = model.reparam.forward(mu, logvar, eps).reshape(-1, model.latent)  # (k N, latent) under iwae
     for i, layer in enumerate(model.decoder.layers):
         z = layer.forward(z)
         if not bool(xp.isfinite(z).all()):
@@ -183,19 +186,25 @@ def train_step(
     check_finite: bool = True,
     capacity: float | None = None,
     check_values: bool = True,
-) -> tuple[VAELoss, bool]:
+    objective: str = "elbo",
+) -> tuple[VAELoss | IWAELoss, bool]:
     """One step: forward, loss, backward, (clip), update. Returns (loss, applied).
 
     capacity: the target C of the capacity objective, recon + beta |KL - C| (None: the plain beta-VAE loss).
+    objective: "elbo" (vae_loss, eps (N, latent)) or "iwae" (minivae.nn.iwae, eps (k, N, latent)).
     check_values: check that x is finite and in [0, 1] (VAE.check_input); the training loop checks its
     data sets once and passes False, so that the step's only transfer is the one below.
     With check_finite, a NaN/Inf loss or gradient leaves the weights untouched and returns applied=False;
     the loss's total, recon and kl then come back as host floats, fetched together with the gradient
     sum in one transfer (on a GPU, one sync per step instead of one per number).
     """
-    logits, mu, logvar = model.forward(x, eps=eps, check_values=check_values)  # (N,1,28,28), (N,latent) x 2
-    out = vae_loss(logits, x, mu, logvar, beta, form, capacity)
-    model.backward(out.dlogits, out.dmu, out.dlogvar)
+    logits, mu, logvar = model.forward(x, eps=eps, check_values=check_values)  # (k N,1,28,28), (N,latent) x 2
+    if objective == "iwae":
+        out: VAELoss | IWAELoss = iwae_loss(logits, x, mu, logvar, eps)
+        model.backward(out.dlogits, out.dmu, out.dlogvar, out.dz)
+    else:
+        out = vae_loss(logits, x, mu, logvar, beta, form, capacity)
+        model.backward(out.dlogits, out.dmu, out.dlogvar)
     if check_finite:
         xp = get_array_module(logits)
         parts = (out.total, out.recon, out.kl, grad_sum(model))  # 0-d device arrays
@@ -391,7 +400,7 @@ def train(
         run = open_run(cfg, out, checkpoint, data, run_dir)
         flag = SignalFlag()
         # overflow is caught and explained by the non-finite guard (train_batch), so NumPy's warnings are noise
-        with flag.installed(), np.errstate(over="ignore", invalid="ignore"):
+        with flag.installed(), np.errstate(over="ignore", invalid="ignore"), use_threads(cfg):
             while run.state.epoch < cfg.epochs:
                 run_epoch(run, flag, on_step, progress)
                 row = epoch_row(run, validation(run))
@@ -451,6 +460,15 @@ def open_run(
     return run
 
 
+@contextlib.contextmanager
+def use_threads(cfg: TrainConfig) -> Any:
+    """Run the block on the BLAS thread count minivae.threads picks (cfg.threads forces it); say which."""
+    with threads.limit(cfg.threads) as n:
+        why = "--threads" if cfg.threads is not None else "OPENBLAS_NUM_THREADS or the free cores"
+        print(f"BLAS threads: {n} ({why})", file=sys.stderr, flush=True)
+        yield n
+
+
 def undo_failed_start(e: BaseException, run_dir: RunDir, resume: bool, started: bool) -> None:
     """A new run that fails before its first checkpoint removes what it made, and its error says so; a
     resume refused before it wrote anything leaves no lock file behind."""
@@ -467,7 +485,7 @@ def undo_failed_start(e: BaseException, run_dir: RunDir, resume: bool, started: 
 NEW_RUN_FILES = ["config.json", "history.csv", "best.npz", "last.npz"]  # what a new run writes first
 
 
-RESUME_CHANGES = ("epochs", "patience", "backend", "tsne_points")  # what --resume may change
+RESUME_CHANGES = ("epochs", "patience", "backend", "tsne_points", "threads")  # what --resume may change
 
 
 def print_changes(cfg: TrainConfig, stored: TrainConfig) -> None:
@@ -506,7 +524,10 @@ def run_config(
         if fixed:
             raise UserError(
                 f"--resume {out} continues the run with its own settings: "
-                + ", ".join(f"--{flag(k)} {differ[k]} (the run has {getattr(stored, k)})" for k in fixed)
+                + ", ".join(
+                    f"--{flag(k)} {flag_value(differ[k])} (the run has {flag_value(getattr(stored, k))})"
+                    for k in fixed
+                )
                 + " would change its model, data or training. Leave "
                 + ("it" if len(fixed) == 1 else "them")
                 + " out; on resume only "
@@ -563,6 +584,7 @@ def run_epoch(run: Run, flag: SignalFlag, on_step: OnStep | None, progress: bool
     cfg, state, xp = run.cfg, run.state, run.model.xp
     order = epoch_order(cfg.seed, state.epoch, len(run.data.x_train))
     alive = xp.asarray(np.array(state.alive or False, dtype=bool))  # bottleneck units seen > 0, on the device
+    run.optimizer.lr = lr_at(state.epoch, cfg)  # a function of the epoch: a resume sets the same
     t0 = time.perf_counter()
     bar = tqdm(
         total=run.batches_per_epoch,
@@ -605,13 +627,15 @@ def train_batch(run: Run, idx: np.ndarray) -> VAELoss | None:
     xb = run.data.x_train[xp.asarray(idx)] if xp is not np else run.data.x_train[idx]
     if cfg.binarize == "dynamic":  # a fresh binary draw of the batch, from the step's own stream
         xb = binarize(xb, [cfg.seed, streams.STREAMS["binarize"], step])
-    eps = step_noise(cfg.seed, step, (len(idx), cfg.latent), cfg.dtype, xp)
+    shape = (cfg.k, len(idx), cfg.latent) if cfg.objective == "iwae" else (len(idx), cfg.latent)
+    eps = step_noise(cfg.seed, step, shape, cfg.dtype, xp)  # k samples per image under iwae
     beta = beta_at(step, run.batches_per_epoch, cfg)
     cap = capacity_at(step, run.batches_per_epoch, cfg)
     try:  # check_values=False: check_data checked the data sets
         loss, applied = train_step(
-            run.model, run.optimizer, xb, eps, beta, cfg.loss, cfg.grad_clip, capacity=cap, check_values=False
-        )
+            run.model, run.optimizer, xb, eps, beta, cfg.loss, cfg.grad_clip, capacity=cap,
+            check_values=False, objective=cfg.objective,
+        )  # fmt: skip
     except Exception as e:
         if type(e).__name__ == "OutOfMemoryError":  # cupy.cuda.memory.OutOfMemoryError
             raise out_of_memory(run, e) from e
@@ -671,7 +695,7 @@ def epoch_row(run: Run, val: dict[str, Any]) -> dict[str, Any]:
         "train_loss": s.sums[0] / k, "train_recon": s.sums[1] / k, "train_kl": s.sums[2] / k,
         **val,
         "beta": beta, "capacity": "" if cap is None else cap,
-        "effective_beta": effective_beta(cfg.loss, beta, cfg.latent),
+        "effective_beta": effective_beta(cfg.loss, beta, cfg.latent), "lr": lr_at(s.epoch, cfg),
         "alive_units": int(np.sum(s.alive)),
         "seconds": round(s.seconds, 3),
     }  # fmt: skip

@@ -41,12 +41,20 @@ def _conv(c_in: int, c_out: int, k: int = 3) -> int:
     return c_in * c_out * k * k + c_out
 
 
+def _hidden(cfg: Any) -> list[int]:
+    """The mlp model's hidden sizes (a list; one number in a config of one layer)."""
+    return [int(cfg.hidden)] if isinstance(cfg.hidden, int) else [int(h) for h in cfg.hidden]
+
+
 def parameter_count(cfg: Any) -> int:
     """The model's number of parameters, counted from the layer shapes models.build_model uses."""
     latent = int(cfg.latent)
     if cfg.arch == "mlp":
-        h = int(cfg.hidden)
-        return _linear(PIXELS, h) + 2 * _linear(h, latent) + _linear(latent, h) + _linear(h, PIXELS)
+        enc = [PIXELS, *_hidden(cfg)]  # 784 -> h1 -> ... -> hL; heads hL -> latent; the decoder mirrors
+        dec = [latent, *_hidden(cfg)[::-1], PIXELS]
+        pairs = [*zip(enc, enc[1:]), *zip(dec, dec[1:])]
+        return sum(_linear(a, b) for a, b in pairs) + 2 * _linear(enc[-1], latent)
+
     if cfg.arch == "conv":
         encoder = _conv(1, 32) + _conv(32, 64) + 2 * _conv(64, 64) + _linear(CONV_FLAT, 32)
         decoder = _linear(latent, CONV_FLAT) + _conv(64, 32) + _conv(32, 1)
@@ -60,8 +68,8 @@ def _activation_numbers_per_image(cfg: Any) -> int:
     heads = 6 * latent  # mu, logvar, std, eps, z and the KL's temporaries
     loss = 4 * PIXELS  # logits' sigmoid, BCE terms, their gradient, the batch's images
     if cfg.arch == "mlp":
-        h = int(cfg.hidden)
-        forward = PIXELS + 4 * h + heads + 2 * PIXELS  # input, 2 x (linear out, relu out), logits
+        h = sum(_hidden(cfg))
+        forward = PIXELS + 4 * h + heads + 2 * PIXELS  # input, 2 x (linear out, activation out), logits
     else:
         k9 = 9
         encoder = (
@@ -85,7 +93,7 @@ def _largest_weight(cfg: Any) -> int:
     """The largest layer's weight: backward forms its gradient (x.T @ dy) before copying it into place."""
     latent = int(cfg.latent)
     if cfg.arch == "mlp":
-        return max(PIXELS, latent) * int(cfg.hidden)
+        return max(PIXELS, latent) * max(_hidden(cfg))
     return max(CONV_FLAT * 32, CONV_FLAT * latent, 64 * 64 * 9)
 
 
@@ -107,7 +115,11 @@ def estimate_bytes(cfg: Any) -> dict[str, int]:
         "parameters": n_params * size,
         "gradients": n_params * size,
         "optimizer": (2 if str(cfg.optimizer).startswith("adam") else 0) * n_params * size,
-        "activations": (int(cfg.batch_size) * _activation_numbers_per_image(cfg) + _largest_weight(cfg))
+        # k samples per image under --objective iwae: the decoder (counted whole, generously) runs on k N rows
+        "activations": (
+            int(cfg.batch_size) * int(getattr(cfg, "k", 1)) * _activation_numbers_per_image(cfg)
+            + _largest_weight(cfg)
+        )
         * size,
         "data": _data_images(cfg) * PIXELS * (size + 1),  # as cfg.dtype, and the uint8 they came from
     }
@@ -192,7 +204,8 @@ def check_memory(cfg: Any, available: int | None = None) -> None:
         "data": "--train-limit / --test-limit",
     }.get(
         biggest,
-        f"{lower} (now latent {cfg.latent}" + (f", hidden {cfg.hidden})" if cfg.arch == "mlp" else ")"),
+        f"{lower} (now latent {cfg.latent}"
+        + (f", hidden {' '.join(map(str, _hidden(cfg)))})" if cfg.arch == "mlp" else ")"),
     )
     raise UserError(
         f"this run needs about {_gb(need)} of memory ({named}; {parameter_count(cfg):,} parameters in "

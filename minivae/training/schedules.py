@@ -13,6 +13,13 @@ With t the global step (0 at the first step) and E = steps per epoch:
 
 Every value depends only on (step, steps per epoch, config), never on the training history, so a
 resumed run sees exactly the β an uninterrupted run would have seen, and stays bit-identical.
+
+The learning rate moves per epoch, a pure function of the epoch e (0-based) in the same way:
+
+- "constant":  lr(e) = lr.
+- "burda":     Burda et al. 2015: stage i lasts 3^i epochs at lr · 10^(-i/7), i = 0, 1, 2, ...; stage i
+               starts at epoch (3^i - 1) / 2 (the sum 1 + 3 + ... + 3^(i-1)). Their run is stages 0..7,
+               3,280 epochs; --epochs 1093 stops after stage 6, --epochs 364 after stage 5.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 SCHEDULES = ("constant", "linear", "cyclical", "capacity")
+LR_SCHEDULES = ("constant", "burda")
 
 
 def ramp(t: float, length: float) -> float:
@@ -77,3 +85,21 @@ def final_beta_capacity(cfg: Any) -> tuple[float, float | None]:
     values are comparable from epoch to epoch while β or C is still moving (a rising β would otherwise
     make the early epochs look best)."""
     return cfg.beta, (cfg.capacity_max if cfg.beta_schedule == "capacity" else None)
+
+
+def burda_stage(epoch: int) -> int:
+    """The stage i of epoch `epoch` (0-based) in Burda et al.'s schedule: the i with
+    (3^i - 1) / 2 <= epoch < (3^(i+1) - 1) / 2."""
+    i = 0
+    while (3 ** (i + 1) - 1) // 2 <= epoch:
+        i += 1
+    return i
+
+
+def lr_at(epoch: int, cfg: Any) -> float:
+    """The learning rate of epoch `epoch` (0-based) for a TrainConfig."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    if cfg.lr_schedule == "burda":
+        return cfg.lr * 10.0 ** (-burda_stage(epoch) / 7)
+    raise ValueError(f"unknown lr schedule {cfg.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
