@@ -25,7 +25,7 @@ EXAMPLES = """\
 examples:
   minivae train [--preset seed] [--arch conv --latent 15 ...]   train, evaluate, write report.md
   minivae train --resume RUN                                    continue an interrupted run
-  minivae evaluate RUN [--iwae-k 5000]                          redo a run's metrics, figures, report
+  minivae evaluate RUN [--iwae-k 5000 --test-limit 0]           redo a run's metrics, figures, report
   minivae sweep --latents 5 10 15 20 --seeds 3                  compare latent sizes
   minivae sweep --betas 0.25 0.5 1 2 4 8                        a rate-distortion curve over beta
   minivae data fetch | info                                     the verified MNIST cache"""
@@ -159,6 +159,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.run)
     if args.iwae_k < 0:
         raise UserError(f"--iwae-k must be >= 0 (0: off), got {args.iwae_k}")
+    if args.test_limit is not None and args.test_limit < 0:
+        raise UserError(f"--test-limit must be >= 0 (0: the whole test set), got {args.test_limit}")
     if not (out / f"{args.which}.npz").is_file():
         raise UserError(f"{out} has no {args.which}.npz: is it a minivae run directory?")
     run_dir = lock_run_dir(out, resume=True)  # evaluate writes the run's report: one writer at a time
@@ -181,8 +183,9 @@ def _evaluate_run(args: argparse.Namespace, out: Path) -> int:
 
     model, cfg = load_run(out, which=args.which, backend=args.backend)
     images, labels = load_mnist("test", dataset=cfg.dataset)
-    if cfg.test_limit:
-        images, labels = images[: cfg.test_limit], labels[: cfg.test_limit]
+    limit = cfg.test_limit if args.test_limit is None else args.test_limit  # 0: the whole test set
+    if limit:
+        images, labels = images[:limit], labels[:limit]
     x = eval_images(as_nchw(to_float(images, model.xp, cfg.dtype)), cfg, "test")
     if args.iwae_k:
         print(
@@ -195,7 +198,9 @@ def _evaluate_run(args: argparse.Namespace, out: Path) -> int:
     print(summary_line(m))
     if args.iwae_k:
         print(
-            f"test: log p(x) >= {m['iwae_log_px']:.2f} ± {m['iwae_stderr']:.2f} nats (IWAE, k = {args.iwae_k})"
+            f"test: log p(x) >= {m['iwae_log_px']:.2f} ± {m['iwae_stderr']:.2f} nats (IWAE, k = {args.iwae_k}, "
+            f"{len(x)} images, ± the standard error over images); {m['active_units']} of {model.latent} "
+            "latent units active"
         )
     print(f"report: {out / 'report.md'}")
     return 0
@@ -348,6 +353,13 @@ def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
         metavar="K",
         help="also estimate log p(x) by importance sampling with K samples per test image (the IWAE bound, "
         "Burda et al. 2015; K = 5000 is their reported setting, slow on a CPU); 0: off (default)",
+    )
+    e.add_argument(
+        "--test-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="evaluate on the first N test images, 0 for all 10,000 (default: the run's own --test-limit)",
     )
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_evaluate)

@@ -16,6 +16,11 @@ The sum over s is a log-sum-exp in float64 on the host. Each image's noise comes
 default_rng([seed, 6, image index]), drawn in sample order: L_10 uses the first 10 samples of L_5000,
 and the numbers do not depend on how the work is chunked. The decoder runs on (images x samples) rows
 at a time, at most max_rows, so memory stays bounded for any k; on CuPy the rows run on the GPU.
+max_rows comes from rows_that_fit: the bytes one decoded row holds (counted from the decoder's widths,
+as minivae.training.memory counts a training step) against a share of the available memory.
+
+Burda et al. report k = 5,000 on the 10,000 test images, 5e7 decoder rows: `minivae evaluate RUN
+--iwae-k 5000 --test-limit 0` runs it, with a progress bar over the images and tqdm's time-left estimate.
 """
 
 from __future__ import annotations
@@ -29,8 +34,13 @@ from tqdm import tqdm
 
 from minivae.backend import to_numpy
 from minivae.models import VAE
+from minivae.nn import Linear
 from minivae.nn.losses import bce_value
 from minivae.training import streams
+from minivae.training.memory import device_available, host_available
+
+MAX_ROWS = 8192  # decoded rows per block at most: past this, bigger blocks are no faster on a CPU
+MEMORY_SHARE = 0.25  # of the available memory, for the blocks' arrays
 
 
 def log_importance_weights(model: VAE, x: Any, eps: Any, mu: Any = None, logvar: Any = None) -> Any:
@@ -65,17 +75,39 @@ def logsumexp(a: np.ndarray, axis: int = -1) -> np.ndarray:
     return (m + np.log(np.exp(a - m).sum(axis=axis, keepdims=True))).squeeze(axis)
 
 
+def row_bytes(model: VAE) -> int:
+    """Bytes one decoded row (one sample of one image) holds at once in log_importance_weights: the
+    decoder's outputs (each Linear's and its activation's), the logits, the broadcast target, the BCE's
+    three temporaries and its result, and z, eps and their products; float64 for the host's log w."""
+    widths = [layer.out_features for _, layer in model.decoder.children() if isinstance(layer, Linear)]
+    pixels = int(np.prod(model.input_shape))
+    numbers = 2 * sum(widths) + 5 * pixels + 4 * model.latent
+    return numbers * np.dtype(model.fc_mu.params["weight"].dtype).itemsize + 8
+
+
+def rows_that_fit(model: VAE, available: int | None = None) -> int:
+    """How many decoded rows a block may hold: MEMORY_SHARE of the available memory (the device's on
+    CuPy, else the host's; `available` for tests), at most MAX_ROWS, at least 1; MAX_ROWS when unknown."""
+    if available is None:
+        available = host_available() if model.xp is np else device_available()
+    if available is None:
+        return MAX_ROWS
+    return int(max(1, min(MAX_ROWS, MEMORY_SHARE * available // row_bytes(model))))
+
+
 def iwae_bound(
-    model: VAE, x: Any, k: int, seed: int = 0, max_rows: int = 8192, progress: bool = False
+    model: VAE, x: Any, k: int, seed: int = 0, max_rows: int | None = None, progress: bool = False
 ) -> np.ndarray:
     """L_k = log (1/k) sum_s w_s for each image of x (N, 1, 28, 28); (N,) float64 on the host, in nats.
 
     k = 1 is the one-sample ELBO estimate with a Monte Carlo KL; the mean of L_k over images is a lower
     bound on the mean log p(x) that tightens as k grows. Work is split into blocks of at most max_rows
-    decoded images (images x samples), so memory does not grow with k. progress: a bar over the images.
+    decoded images (images x samples), so memory does not grow with k (None: rows_that_fit). progress: a
+    bar over the images, with tqdm's estimate of the time left.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    max_rows = rows_that_fit(model) if max_rows is None else max_rows
     xp, latent = model.xp, model.latent
     dtype = np.dtype(model.fc_mu.params["weight"].dtype)
     batch = max(1, min(500, max_rows // k))  # images per block
