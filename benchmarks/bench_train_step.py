@@ -27,8 +27,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -37,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from minivae import kernels
+from minivae import kernels, threads
 from minivae.backend import backend_name, cupy_available, get_backend, synchronize, to_numpy
 from minivae.models import build_model
 from minivae.nn import Conv2d, ConvTranspose2d, Linear, Module, Sequential
@@ -343,10 +345,116 @@ def profile(arch: str, batch: int, xp: Any, steps: int) -> list[tuple[str, float
     return sorted(((k, v / steps * 1e3) for k, v in totals.items()), key=lambda kv: -kv[1])
 
 
+# ---------------------------------------------------------------------------- the machine, the load
+
+
+AVX512_KERNELS = ("SkylakeX", "Cooperlake", "SapphireRapids")  # OpenBLAS kernels that use AVX-512
+AVX2_KERNELS = AVX512_KERNELS + ("Haswell", "Zen")  # ... and those that use AVX2 at least
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU's model name and its vector extensions (AVX2, AVX-512F), from /proc/cpuinfo (Linux)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    return {"cpu_model": model, "avx2": "avx2" in flags, "avx512": "avx512f" in flags}
+
+
+def blas_info() -> list[dict[str, Any]]:
+    """Each BLAS / OpenMP library loaded, from threadpoolctl: its kernel (OpenBLAS's architecture) and threads."""
+    from threadpoolctl import threadpool_info
+
+    keys = ("internal_api", "prefix", "version", "architecture", "num_threads")
+    return [{k: lib.get(k) for k in keys} for lib in threadpool_info()]
+
+
+def coretype_warning(cpu: dict[str, Any], blas: list[dict[str, Any]], env: dict[str, str]) -> str | None:
+    """A warning when OPENBLAS_CORETYPE makes OpenBLAS run an older kernel than the CPU's extensions allow."""
+    forced = env.get("OPENBLAS_CORETYPE")
+    kernels_ = [lib["architecture"] for lib in blas if lib["internal_api"] == "openblas"]
+    if not forced or not kernels_:
+        return None
+    best = "AVX-512" if cpu["avx512"] else "AVX2" if cpu["avx2"] else None
+    allowed = {"AVX-512": AVX512_KERNELS, "AVX2": AVX2_KERNELS}.get(best or "", ())
+    old = [k for k in kernels_ if best and k not in allowed]
+    if not old:
+        return None
+    return (
+        f"WARNING: OPENBLAS_CORETYPE={forced} runs OpenBLAS's {old[0]} kernel on a CPU with {best}; "
+        "for the CPU's own kernel run: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python "
+        "benchmarks/bench_train_step.py ..."
+    )
+
+
+def describe_machine() -> tuple[dict[str, Any], list[str]]:
+    """What the run ran on (CPU, BLAS kernel and threads, load average at start) and the lines that say it."""
+    cpu, blas = cpu_info(), blas_info()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    info = {**cpu, "blas": blas, "loadavg_at_start": list(load), "cores": threads.available_cores()}
+    ext = "AVX-512" if cpu["avx512"] else "AVX2" if cpu["avx2"] else "no AVX2"
+    lines = [f"CPU: {cpu['cpu_model']}, {info['cores']} cores for this process, {ext}"]
+    lines += [
+        f"{lib['internal_api']} {lib['version']} ({lib['prefix']}): kernel {lib['architecture'] or '-'}, "
+        f"{lib['num_threads']} threads"
+        for lib in blas
+    ]
+    lines.append(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min)")
+    warning = coretype_warning(cpu, blas, dict(os.environ))
+    if warning:
+        lines.append(warning)
+    return info, lines
+
+
+@contextlib.contextmanager
+def busy_processes(n: int) -> Iterator[list[subprocess.Popen]]:
+    """`n` processes spinning on a core each (`python -c "while True: pass"`) for the block, then stopped."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(1.0 if n else 0.0)  # started and spinning before anything is timed
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+
+
+def openblas_setter() -> Any:
+    """set(n): OpenBLAS's thread count, in microseconds (a ctypes call), leaving PyTorch's OpenMP alone."""
+    from threadpoolctl import ThreadpoolController
+
+    libs = [c for c in ThreadpoolController().lib_controllers if c.internal_api == "openblas"]
+
+    def set_threads(n: int) -> None:
+        for lib in libs:
+            lib.set_num_threads(n)
+
+    return set_threads
+
+
+def on_threads(run: tuple[Any, Any], n: int, back: int) -> tuple[Any, Any]:
+    """The (step, sync) run on `n` OpenBLAS threads, then set back to `back` for the runs beside it."""
+    step, sync = run
+    set_threads = openblas_setter()
+
+    def step_on_n() -> None:
+        set_threads(n)
+        step()
+        set_threads(back)
+
+    return step_on_n, sync
+
+
 # ------------------------------------------------------------------------------------------- main
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", nargs="+", default=["mlp", "conv"], choices=["mlp", "conv"])
     p.add_argument("--batch", nargs="+", type=int, default=[32, 128, 256])
@@ -360,33 +468,52 @@ def main() -> int:
         "--kernels", choices=["on", "off", "both"], default="on" if kernels.ENABLED else "off",
         help="minivae.kernels on, off, or both interleaved (default: on, unless MINIVAE_FUSED=0)",
     )  # fmt: skip
+    p.add_argument(
+        "--threads", type=int, default=None,
+        help="minivae's BLAS threads (default: minivae.threads' policy, picked at the start of each "
+        "condition); every NumPy row also times minivae on 1 thread, interleaved",
+    )  # fmt: skip
+    p.add_argument(
+        "--contention", nargs="*", type=int, default=None, metavar="N",
+        help="after the idle table, the table again beside N busy processes (python -c 'while True: "
+        "pass', started and stopped here) for each N given (default N: 1; e.g. --contention 1 3)",
+    )  # fmt: skip
     p.add_argument("--profile", action="store_true", help="time each layer instead")
     p.add_argument("--json", default=None, help="write the results here")
-    args = p.parse_args()
+    return p.parse_args()
 
+
+def print_profile(args: argparse.Namespace, backends: list[str], settings: list[bool]) -> None:
+    for name, arch, batch, on in (
+        (n, a, b, on) for n in backends for a in args.arch for b in args.batch for on in settings
+    ):
+        with kernels_set(on):
+            rows = profile(arch, batch, get_backend(name), args.steps)
+        total = sum(v for _, v in rows)
+        print(
+            f"\n{arch}, batch {batch}, {name}, kernels {'on' if on else 'off'}: {total:.2f} ms/step "
+            "measured layer by layer"
+        )
+        for k, v in rows:
+            print(f"  {k:<34} {v:8.3f} ms  {100 * v / total:5.1f} %")
+
+
+def main() -> int:
+    args = parse_args()
     backends = backends_present(args.backend)
     settings = {"on": [True], "off": [False], "both": [True, False]}[args.kernels]  # first: the main table's
     if args.profile:
-        for name, arch, batch, on in (
-            (n, a, b, on) for n in backends for a in args.arch for b in args.batch for on in settings
-        ):
-            with kernels_set(on):
-                rows = profile(arch, batch, get_backend(name), args.steps)
-            total = sum(v for _, v in rows)
-            print(
-                f"\n{arch}, batch {batch}, {name}, kernels {'on' if on else 'off'}: {total:.2f} ms/step "
-                "measured layer by layer"
-            )
-            for k, v in rows:
-                print(f"  {k:<34} {v:8.3f} ms  {100 * v / total:5.1f} %")
+        print_profile(args, backends, settings)
         return 0
 
     import minivae
 
+    machine, lines = describe_machine()
+    print("\n".join(lines))
     info: dict[str, Any] = {"machine": platform.machine(), "processor": platform.processor(),
                             "python": platform.python_version(), "numpy": np.__version__,
                             "minivae_from": str(Path(minivae.__file__).parent),
-                            "kernels": args.kernels, "fused_kernels": settings[0]}  # fmt: skip
+                            "kernels": args.kernels, "fused_kernels": settings[0], **machine}  # fmt: skip
     print(f"timing the minivae in {info['minivae_from']}, kernels {args.kernels}", file=sys.stderr)
     try:
         import torch
@@ -395,72 +522,115 @@ def main() -> int:
         info["torch_threads"] = torch.get_num_threads()
     except ImportError:
         info["torch"] = None
-    results = []
+    rates = {}
     for name in backends:
-        xp = get_backend(name)
-        rate = gemm_rate(xp)
-        info[f"gemm_gflops_{name}"] = rate
+        rates[name] = info[f"gemm_gflops_{name}"] = gemm_rate(get_backend(name))
         if name == "cupy":
+            xp = get_backend(name)
             info["gpu"] = xp.cuda.runtime.getDeviceProperties(0)["name"].decode()
             info["cupy"] = xp.__version__
-        print(f"{name}: float32 GEMM {rate:.0f} GFLOP/s (2048 x 2048)", file=sys.stderr)
-        for arch in args.arch:
-            flops = 3 * forward_flops_per_sample(build_model(arch, LATENT[arch]))
-            for batch in args.batch:
-                try:  # each kernel setting timed is checked
-                    agree = [{}] * len(settings)
-                    if name != "numpy":
-                        for i, on in enumerate(settings):
-                            with kernels_set(on):
-                                agree[i] = check_against_numpy(arch, batch, xp)
-                except WrongResult as e:  # no timing for a wrong result; the other rows still run
-                    print(f"  {arch} batch {batch} {name}: NOT TIMED: {e}", file=sys.stderr)
-                    results.append({"arch": arch, "batch": batch, "backend": name, "wrong_result": str(e)})
-                    continue
-                device = "cuda" if name == "cupy" else "cpu"
-                other = None if args.no_torch else torch_step(arch, batch, device)
-                # On a GPU the two steps are interleaved, so drift in the host's speed falls on both. On
-                # the CPU they run one after the other: interleaved, each library's worker threads, still
-                # spinning after its block, take the cores from the other's (PyTorch's MLP step at batch
-                # 128 went from 11.7 to 25 ms on the 2-core machine).
-                beside = [minivae_step(arch, batch, xp, on) for on in settings[1:]]  # kernels off, for both
-                together = other is not None and name == "cupy"
-                runs = beside + ([other] if together else [])
-                times, mem, more = bench_minivae(arch, batch, xp, args.warmup, args.steps, runs, settings[0])
-                tt = more[-1] if together else warmed_times(other, args.warmup, args.steps) if other else None
-                med = statistics.median(times)
-                q = statistics.quantiles(times, n=4)
-                rec = {
-                    "arch": arch, "batch": batch, "backend": name, "ms_median": med * 1e3,
-                    "ms_iqr": [q[0] * 1e3, q[2] * 1e3], "samples_per_s": batch / med,
-                    "gflop_per_step": flops * batch / 1e9, "gflops": flops * batch / med / 1e9,
-                    "fraction_of_gemm": flops * batch / med / 1e9 / rate, "agreement_with_numpy": agree[0],
-                    "kernels": "on" if settings[0] else "off",
-                }  # fmt: skip
-                if beside:  # --kernels both: the same step with the kernels off, interleaved with it
-                    off = more[0]
-                    q_off = statistics.quantiles(off, n=4)
-                    rec["kernels_off_ms_median"] = statistics.median(off) * 1e3
-                    rec["kernels_off_ms_iqr"] = [q_off[0] * 1e3, q_off[2] * 1e3]
-                    rec["kernels_on_over_off"] = rec["ms_median"] / rec["kernels_off_ms_median"]
-                    rec["agreement_kernels_off"] = agree[1]
-                if mem:
-                    rec["memory"] = mem
-                    rec["memory_growth_bytes"] = mem["pool_used_after_steps"] - mem["pool_used_after_warmup"]
-                if tt:
-                    rec["torch_ms_median"] = statistics.median(tt) * 1e3
-                    rec["ratio_vs_torch"] = rec["ms_median"] / rec["torch_ms_median"]
-                results.append(rec)
-                print(_row(rec), file=sys.stderr)
-    print("\n" + table(results))
-    if args.kernels == "both":
-        print("\n" + kernels_table(results))
+        print(f"{name}: float32 GEMM {rates[name]:.0f} GFLOP/s (2048 x 2048)", file=sys.stderr)
+    contention = [] if args.contention is None else (args.contention or [1])
+    results = []
+    for n_busy in [0, *contention]:
+        with busy_processes(n_busy):
+            rows = bench_condition(args, backends, settings, rates, n_busy)
+        results += rows
+        n_threads = rows[0].get("threads", "-") if rows else "-"
+        print(f"\n{condition_name(n_busy)}: minivae on {n_threads} BLAS thread(s)")
+        print(table(rows))
+        if args.kernels == "both":
+            print("\n" + kernels_table(rows))
     for line in speedups(results):
         print(line)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"info": info, "results": results}, f, indent=2)
     return 0
+
+
+def condition_name(n_busy: int) -> str:
+    return (
+        "no busy process started"
+        if n_busy == 0
+        else f"beside {n_busy} busy process{'es' if n_busy > 1 else ''}"
+    )
+
+
+def bench_condition(
+    args: argparse.Namespace, backends: list[str], settings: list[bool], rates: dict[str, float], n_busy: int
+) -> list[dict[str, Any]]:
+    """Every (backend, arch, batch) row in one condition, minivae on the policy's threads (or --threads)."""
+    n = threads.pick(args.threads)  # with the busy processes already spinning
+    openblas_setter()(n)
+    print(f"{condition_name(n_busy)}: minivae on {n} BLAS thread(s)", file=sys.stderr)
+    results = []
+    for name in backends:
+        xp = get_backend(name)
+        for arch in args.arch:
+            flops = 3 * forward_flops_per_sample(build_model(arch, LATENT[arch]))
+            for batch in args.batch:
+                rec = bench_row(args, settings, name, xp, arch, batch, flops, rates[name], n)
+                rec["condition"] = condition_name(n_busy)
+                results.append(rec)
+                if "wrong_result" not in rec:
+                    print(_row(rec), file=sys.stderr)
+    return results
+
+
+def bench_row(
+    args: argparse.Namespace, settings: list[bool], name: str, xp: Any, arch: str, batch: int, flops: int,
+    rate: float, n: int,
+) -> dict[str, Any]:  # fmt: skip
+    """One row: minivae's step (on n threads; beside it, interleaved, the kernels-off copy and the 1-thread
+    copy), then PyTorch's, with its agreement check against NumPy first."""
+    try:  # each kernel setting timed is checked
+        agree = [{}] * len(settings)
+        if name != "numpy":
+            for i, on in enumerate(settings):
+                with kernels_set(on):
+                    agree[i] = check_against_numpy(arch, batch, xp)
+    except WrongResult as e:  # no timing for a wrong result; the other rows still run
+        print(f"  {arch} batch {batch} {name}: NOT TIMED: {e}", file=sys.stderr)
+        return {"arch": arch, "batch": batch, "backend": name, "wrong_result": str(e)}
+    device = "cuda" if name == "cupy" else "cpu"
+    other = None if args.no_torch else torch_step(arch, batch, device)
+    # On a GPU the two steps are interleaved, so drift in the host's speed falls on both. On the CPU they
+    # run one after the other: interleaved, each library's worker threads, still spinning after its block,
+    # take the cores from the other's (PyTorch's MLP step at batch 128 went from 11.7 to 25 ms on the
+    # 2-core machine). minivae's own 1-thread copy shares its thread pool, so it is interleaved.
+    beside = [minivae_step(arch, batch, xp, on) for on in settings[1:]]  # kernels off, for both
+    one = [on_threads(minivae_step(arch, batch, xp, settings[0]), 1, n)] if name == "numpy" else []
+    together = other is not None and name == "cupy"
+    runs = beside + one + ([other] if together else [])
+    times, mem, more = bench_minivae(arch, batch, xp, args.warmup, args.steps, runs, settings[0])
+    tt = more[-1] if together else warmed_times(other, args.warmup, args.steps) if other else None
+    med = statistics.median(times)
+    q = statistics.quantiles(times, n=4)
+    rec = {
+        "arch": arch, "batch": batch, "backend": name, "threads": n, "ms_median": med * 1e3,
+        "ms_iqr": [q[0] * 1e3, q[2] * 1e3], "samples_per_s": batch / med,
+        "gflop_per_step": flops * batch / 1e9, "gflops": flops * batch / med / 1e9,
+        "fraction_of_gemm": flops * batch / med / 1e9 / rate, "agreement_with_numpy": agree[0],
+        "kernels": "on" if settings[0] else "off",
+    }  # fmt: skip
+    if beside:  # --kernels both: the same step with the kernels off, interleaved with it
+        off = more[0]
+        q_off = statistics.quantiles(off, n=4)
+        rec["kernels_off_ms_median"] = statistics.median(off) * 1e3
+        rec["kernels_off_ms_iqr"] = [q_off[0] * 1e3, q_off[2] * 1e3]
+        rec["kernels_on_over_off"] = rec["ms_median"] / rec["kernels_off_ms_median"]
+        rec["agreement_kernels_off"] = agree[1]
+    if one:
+        rec["one_thread_ms_median"] = statistics.median(more[len(beside)]) * 1e3
+        rec["over_one_thread"] = rec["ms_median"] / rec["one_thread_ms_median"]
+    if mem:
+        rec["memory"] = mem
+        rec["memory_growth_bytes"] = mem["pool_used_after_steps"] - mem["pool_used_after_warmup"]
+    if tt:
+        rec["torch_ms_median"] = statistics.median(tt) * 1e3
+        rec["ratio_vs_torch"] = rec["ms_median"] / rec["torch_ms_median"]
+    return rec
 
 
 def speedups(results: list[dict[str, Any]]) -> list[str]:
@@ -481,30 +651,35 @@ def speedups(results: list[dict[str, Any]]) -> list[str]:
 
 def _row(r: dict[str, Any]) -> str:
     t = f", kernels off {r['kernels_off_ms_median']:.2f} ms" if "kernels_off_ms_median" in r else ""
+    if "one_thread_ms_median" in r:
+        t += f", 1 thread {r['one_thread_ms_median']:.2f} ms"
     if "torch_ms_median" in r:
         t += f", torch {r['torch_ms_median']:.2f} ms ({r['ratio_vs_torch']:.2f}x)"
     a = r.get("agreement_with_numpy") or {}
     if a:  # the backend's worst relative error against float64 beside NumPy's float32 one
         t += f"; worst error {a['backend']:.1e} ({a['worst_tensor']}), NumPy float32 {a['numpy_float32']:.1e}"
-    return f"  {r['arch']:>4} batch {r['batch']:>3} {r['backend']}: {r['ms_median']:.2f} ms/step{t}"
+    return f"  {r['arch']:>4} batch {r['batch']:>3} {r['backend']} ({r['threads']} threads): {r['ms_median']:.2f} ms/step{t}"
 
 
 def table(results: list[dict[str, Any]]) -> str:
+    """The main table: minivae's step on the row's threads, on 1 thread, and PyTorch's."""
     head = ("| arch | batch | backend | ms/step (median) | IQR | samples/s | GFLOP/s | of GEMM | PyTorch ms | "
-            "minivae / PyTorch |")  # fmt: skip
-    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+            "minivae / PyTorch | threads | 1 thread ms | / 1 thread |")  # fmt: skip
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "wrong_result" in r:
             lines.append(
-                f"| {r['arch']} | {r['batch']} | {r['backend']} | wrong result, not timed | | | | | | |"
+                f"| {r['arch']} | {r['batch']} | {r['backend']} | wrong result, not timed | | | | | | | | | |"
             )
             continue
         tm = f"{r['torch_ms_median']:.2f}" if "torch_ms_median" in r else "-"
         ratio = f"{r['ratio_vs_torch']:.2f}x" if "ratio_vs_torch" in r else "-"
+        one = f"{r['one_thread_ms_median']:.2f}" if "one_thread_ms_median" in r else "-"
+        over = f"{r['over_one_thread']:.2f}x" if "over_one_thread" in r else "-"
         lines.append(
             f"| {r['arch']} | {r['batch']} | {r['backend']} | {r['ms_median']:.2f} | "
             f"{r['ms_iqr'][0]:.2f}-{r['ms_iqr'][1]:.2f} | {r['samples_per_s']:,.0f} | {r['gflops']:.1f} | "
-            f"{100 * r['fraction_of_gemm']:.0f} % | {tm} | {ratio} |"
+            f"{100 * r['fraction_of_gemm']:.0f} % | {tm} | {ratio} | {r['threads']} | {one} | {over} |"
         )
     return "\n".join(lines)
 

@@ -248,6 +248,60 @@ def test_kernels_both_times_on_and_off_side_by_side(tmp_path):
     assert f"| mlp | 4 | numpy | {r['ms_median']:.2f} | {r['kernels_off_ms_median']:.2f} |" in proc.stdout
 
 
+def test_bench_says_what_it_ran_on_and_times_beside_a_busy_process(tmp_path):
+    """The machine (CPU and its AVX level, OpenBLAS's kernel and threads, the load average) heads the output;
+    --contention gives the table again beside a busy process; each row has minivae's threads and its
+    1-thread time; OPENBLAS_NUM_THREADS, set, is the policy's answer."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_train_step.py"), "--backend", "numpy", "--arch", "mlp",
+         "--batch", "4", "--steps", "4", "--warmup", "1", "--no-torch", "--contention", "--json", str(out)],
+        capture_output=True, text=True, check=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+    )  # fmt: skip
+    head = proc.stdout.splitlines()[:4]
+    assert head[0].startswith("CPU: ") and "cores for this process" in head[0], head
+    assert any(line.startswith("openblas ") and ", 1 threads" in line for line in head), head
+    assert any(line.startswith("load average at start: ") for line in head), head
+    data = json.loads(out.read_text())
+    assert len(data["info"]["loadavg_at_start"]) == 3 and isinstance(data["info"]["avx2"], bool)
+    rows = data["results"]
+    assert [r["condition"] for r in rows] == ["no busy process started", "beside 1 busy process"]
+    assert all(r["threads"] == 1 and r["one_thread_ms_median"] > 0 for r in rows)
+    assert "no busy process started: minivae on 1 BLAS thread(s)" in proc.stdout
+    assert "beside 1 busy process: minivae on 1 BLAS thread(s)" in proc.stdout
+    assert proc.stdout.count("| threads | 1 thread ms | / 1 thread |") == 2
+
+
+def test_busy_processes_are_stopped_after_the_block():
+    import bench_train_step as bench
+
+    with bench.busy_processes(1) as procs:
+        assert len(procs) == 1 and procs[0].poll() is None
+    assert procs[0].poll() is not None
+
+
+def test_coretype_warning_only_when_the_kernel_is_older_than_the_cpu():
+    import bench_train_step as bench
+
+    avx512 = {"cpu_model": "x", "avx2": True, "avx512": True}
+    avx2 = {**avx512, "avx512": False}
+    haswell = [{"internal_api": "openblas", "architecture": "Haswell"}]
+    skylake = [{"internal_api": "openblas", "architecture": "SkylakeX"}]
+    warning = bench.coretype_warning(avx512, haswell, {"OPENBLAS_CORETYPE": "Haswell"})
+    assert (
+        warning
+        and "Haswell kernel on a CPU with AVX-512" in warning
+        and "env -u OPENBLAS_CORETYPE" in warning
+    )
+    assert bench.coretype_warning(avx512, haswell, {}) is None  # not forced: OpenBLAS's own choice
+    assert bench.coretype_warning(avx512, skylake, {"OPENBLAS_CORETYPE": "SkylakeX"}) is None
+    assert bench.coretype_warning(avx2, haswell, {"OPENBLAS_CORETYPE": "Haswell"}) is None
+    sandy = [{"internal_api": "openblas", "architecture": "Sandybridge"}]
+    assert "Sandybridge kernel on a CPU with AVX2" in bench.coretype_warning(
+        avx2, sandy, {"OPENBLAS_CORETYPE": "x"}
+    )
+
+
 def test_count_ops_time_costs_every_kind_of_operation_on_numpy(tmp_path):
     """count_ops.py --time: the count, then a positive cost per call for each kind of operation of the conv
     step, as a table and JSON."""
