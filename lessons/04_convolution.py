@@ -137,8 +137,8 @@ expect(
 # several repeats, so one slow moment does not decide the result.
 #
 # On the 2-core development CPU with other programs keeping both cores busy (load average 4-7), one
-# BLAS thread, at the default size below (`python lessons/04_convolution.py`): the loops took 5.0-8.6 s
-# and im2col 3.8-6.9 ms, so im2col was 840-1,920 times faster over five runs. The check asks only for
+# BLAS thread, at the default size below (`python lessons/04_convolution.py`): the loops took 5.0-12.9 s
+# and im2col 3.8-10.9 ms, so im2col was 840-1,920 times faster over six runs. The check asks only for
 # more than 50.
 
 # %%
