@@ -130,3 +130,46 @@ def test_iwae_numpy_and_cupy_agree(trained):
     finally:
         model.to(np)
     np.testing.assert_allclose(a, b, rtol=1e-9)
+
+
+def test_blocks_fit_the_memory_they_are_given():
+    """rows_that_fit: MEMORY_SHARE of the available bytes over one decoded row's bytes, capped at
+    MAX_ROWS, at least 1; a row of the Burda model (decoder 200, 200, 784; float32) is about 26 kB."""
+    from minivae.analysis.likelihood import MAX_ROWS, MEMORY_SHARE, row_bytes, rows_that_fit
+    from minivae.models import build_model
+
+    model = build_model("mlp", 50, hidden=[200, 200], activation="tanh")
+    per_row = row_bytes(model)
+    assert per_row == 4 * (2 * (200 + 200 + 784) + 5 * 784 + 4 * 50) + 8
+    assert rows_that_fit(model, available=10**12) == MAX_ROWS
+    assert rows_that_fit(model, available=1000) == 1
+    budget = 200 * per_row / MEMORY_SHARE
+    assert rows_that_fit(model, available=int(budget)) == 200
+
+
+def test_a_burda_style_run_trains_on_the_bound_and_evaluates_the_whole_test_set(
+    tmp_path, capsys, mnist_ready
+):
+    """`minivae train --preset burda` cut down to seconds, with --objective iwae --k 3; then `evaluate
+    --iwae-k 20 --test-limit 0` over a --test-limit run: every test image, the bound, the active units."""
+    import json
+
+    from minivae.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--preset", "burda", "--hidden", "16", "16", "--latent", "4", "--epochs", "2",
+            "--train-limit", "200", "--test-limit", "100", "--objective", "iwae", "--k", "3",
+            "--tsne-points", "0", "--quiet", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    header = (out / "history.csv").read_text().splitlines()[0].split(",")
+    assert "lr" in header
+    rows = (out / "history.csv").read_text().splitlines()[1:]
+    assert [float(r.split(",")[header.index("lr")]) for r in rows] == pytest.approx(
+        [1e-3, 1e-3 * 10 ** (-1 / 7)]
+    )
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--iwae-k", "20", "--test-limit", "0", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["test_images"] == 10_000 and m["iwae_k"] == 20 and m["iwae_stderr"] > 0
+    assert f"{m['active_units']} of 4 latent units active" in printed and "10000 images" in printed

@@ -172,3 +172,53 @@ def test_eps_is_cast_to_the_model_dtype(model_dtype, eps_dtype):
     same = model.forward(x, eps=eps.astype(model_dtype))
     for a, b in zip(outputs, same):
         np.testing.assert_array_equal(a, b)
+
+
+def test_mlp_with_a_list_of_hidden_sizes():
+    """--hidden 200 200 --activation tanh: two tanh layers each way, the decoder mirroring the encoder
+    (Burda et al. 2015: 425,284 parameters at latent 50); one size keeps PyTorch's example's names."""
+    from minivae.nn import Tanh
+
+    model = build_model("mlp", 50, hidden=[200, 200], activation="tanh")
+    shapes = {k: p.shape for k, p, _ in model.named_parameters()}
+    assert shapes["encoder.1.weight"] == (200, 784) and shapes["encoder.3.weight"] == (200, 200)
+    assert shapes["fc_mu.weight"] == (50, 200)
+    assert shapes["decoder.0.weight"] == (200, 50) and shapes["decoder.2.weight"] == (200, 200)
+    assert shapes["decoder.4.weight"] == (784, 200)
+    assert model.num_parameters() == 425_284
+    assert sum(isinstance(layer, Tanh) for layer in model.encoder.layers + model.decoder.layers) == 4
+    assert sorted(build_model("mlp", 20, hidden=400).state_dict()) == sorted(
+        build_model("mlp", 20, hidden=[400], activation="tanh").state_dict()
+    )  # the names a one-layer checkpoint has, whatever the activation
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        build_model("mlp", 5, activation="gelu")
+
+
+def test_two_layer_tanh_mlp_end_to_end(rng):
+    """No kinks with tanh: every parameter's gradient through two layers each way, float64."""
+    model = build_model("mlp", 3, hidden=[7, 5], activation="tanh", seed=2, dtype="float64")
+    x = 0.05 + 0.9 * rng.random((2, 1, 28, 28))
+    errors = check_vae(model, x, rng.standard_normal((2, 3)), per_param=40)
+    assert max(errors.values()) <= 1e-6, errors
+
+
+def test_k_samples_per_image_run_as_one_batch(rng):
+    """eps (k, N, latent): one encoder pass, k N decoded rows sample-major, each row the one-sample
+    forward of its image and noise; backward with the rows' dlogits sums over the samples."""
+    model = build_model("mlp", 3, hidden=[8], activation="tanh", seed=0, dtype="float64")
+    x, eps = rng.random((4, 1, 28, 28)), rng.standard_normal((5, 4, 3))
+    logits, mu, logvar = model.forward(x, eps=eps)
+    assert logits.shape == (20, 1, 28, 28) and mu.shape == logvar.shape == (4, 3)
+    for s in range(5):
+        np.testing.assert_allclose(logits[4 * s : 4 * s + 4], model.forward(x, eps=eps[s])[0], rtol=1e-13)
+    dlogits = rng.standard_normal(logits.shape)
+    model.forward(x, eps=eps)
+    model.backward(dlogits, np.zeros_like(mu), np.zeros_like(mu))
+    total = {k: g.copy() for k, _, g in model.named_parameters()}
+    parts = {k: 0.0 for k in total}
+    for s in range(5):
+        model.forward(x, eps=eps[s])
+        model.backward(dlogits[4 * s : 4 * s + 4], np.zeros_like(mu), np.zeros_like(mu))
+        parts = {k: parts[k] + g for k, _, g in model.named_parameters()}
+    for k in total:
+        np.testing.assert_allclose(total[k], parts[k], rtol=1e-10, atol=1e-13, err_msg=k)
