@@ -5,9 +5,9 @@ Each run is an ordinary run directory, trained and reported exactly as `minivae 
 --betas (β in the units of --loss), `<out>/eb<beta>_z<latent>_s<seed>/` with --fixed-effective-beta (β in
 standard ELBO units, the same for every latent size: for --loss seed each run's β_seed = β_eff · latent /
 (2 · 784), where the seed study's fixed β_seed = 0.0005 gave β_eff from 0.157 at latent 5 to 0.039 at 20).
-A finished run is skipped and an interrupted one resumed, so a sweep can be stopped and started again;
-the runs are independent, so --jobs N trains N at once in worker processes (or a cluster scheduler can
-run each as its own `minivae train`).
+The same sweep command run again skips each finished run of the same config, resumes an interrupted one
+and runs a failed one again; the runs are independent, so --jobs N trains N at once in worker processes,
+and --executor dask runs each as a task on a Dask cluster (minivae.analysis.executors, docs/sweeps.md).
 
 The comparison gives, per (β, latent size) and digit, the mean and the sample standard deviation over
 seeds of the per-digit PSNR and MSE, the rate and the distortion; a rate-distortion curve (one point per
@@ -20,16 +20,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import sys
-from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from minivae.analysis import figures
+from minivae.analysis import executors, figures
 from minivae.analysis.evaluate import seed_reference
+from minivae.errors import UserError
 from minivae.nn.losses import beta_for_effective
 from minivae.training.config import TrainConfig
 from minivae.training.rundir import read_history, save_json
@@ -54,25 +53,6 @@ def run_config(base: TrainConfig, latent: int, seed: int, beta: float | None, ef
     return cfg.validate()
 
 
-def run_one(cfg_dict: dict[str, Any], path: str, progress: bool) -> str:
-    """Train + report one run (in this or a worker process); skip it when its report exists."""
-    from minivae.analysis.report import write_report
-    from minivae.training.loop import train
-    from minivae.training.rundir import release_held
-
-    path_ = Path(path)
-    if (path_ / "metrics.json").is_file():
-        return f"{path}: done already, skipped"
-    resume = (path_ / "last.npz").is_file()
-    cfg = TrainConfig.from_dict(cfg_dict)
-    try:  # the run keeps its directory's lock until its report is written
-        model, data, _ = train(cfg, path_, resume=resume, progress=progress, keep_lock=True)
-        write_report(model, cfg, data.x_test, data.y_test, path_, progress=progress)
-    finally:
-        release_held(path_)
-    return f"{path}: trained"
-
-
 def sweep(
     base: TrainConfig,
     latents: list[int],
@@ -82,16 +62,46 @@ def sweep(
     progress: bool = True,
     betas: list[float] | None = None,
     fixed_effective_beta: bool = False,
+    executor: str = "local",
+    address: str | None = None,
+    on_step: Callable | None = None,
 ) -> Path:
     """Train every (beta, latent, seed) run under out/ and write out/summary.csv, figures and report.md.
 
     betas None: every run uses base.beta (the latent-size sweep). fixed_effective_beta: the betas (default:
     base's effective beta) are in ELBO units and each run's beta is converted for its latent size; for the
     seed form the seed's own protocol (base.beta at every size) runs beside them (see groups()).
+    executor "local" (jobs processes) or "dask" (a LocalCluster of jobs workers, or the scheduler at
+    address): see minivae.analysis.executors. on_step: train()'s, for every run. Returns report.md's path;
+    when runs failed, SweepIncomplete, after the summary of the runs that finished is written.
     """
+    if executor == "dask":  # without the extra: one line, before anything is made
+        executors.import_distributed()
     if fixed_effective_beta and betas is None:
         betas = [base.effective_beta]
+    tasks = sweep_tasks(base, latents, seeds, out, betas, fixed_effective_beta)
+    for cfg, path in tasks:  # a directory holding another config is refused before anything runs
+        executors.run_state(cfg, path)
     out.mkdir(parents=True, exist_ok=True)
+    outcomes = executors.run_all(tasks, executor, jobs, address, progress, on_step)
+    failed = {p: o.error for p, o in outcomes.items() if o.status == "failed"}
+    if len(failed) == len(tasks):
+        raise SweepIncomplete(None, failed, len(tasks))
+    report = summarize(base, latents, seeds, out, betas, fixed_effective_beta, missing=failed)
+    if failed:
+        raise SweepIncomplete(report, failed, len(tasks))
+    return report
+
+
+def sweep_tasks(
+    base: TrainConfig,
+    latents: list[int],
+    seeds: int,
+    out: Path,
+    betas: list[float] | None,
+    fixed_effective_beta: bool,
+) -> list[executors.Task]:
+    """(config as a dict, run directory) of every run, in the order of groups(), latents, seeds."""
     tasks = []
     for beta in groups(base, betas, fixed_effective_beta):
         eff = fixed_effective_beta and beta is not None
@@ -99,14 +109,17 @@ def sweep(
             for s in range(seeds):
                 cfg = run_config(base, latent, base.seed + s, beta, eff)
                 tasks.append((cfg.to_dict(), str(run_dir(out, latent, base.seed + s, beta, eff))))
-    if jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for msg in pool.map(run_one, *zip(*tasks), [False] * len(tasks)):
-                print(msg, file=sys.stderr)
-    else:
-        for cfg_dict, path in tasks:
-            print(run_one(cfg_dict, path, progress), file=sys.stderr)
-    return summarize(base, latents, seeds, out, betas, fixed_effective_beta)
+    return tasks
+
+
+class SweepIncomplete(Exception):
+    """Some runs failed: `failed` maps each one's directory to its error; `report` is the summary of the
+    runs that finished (None when none did)."""
+
+    def __init__(self, report: Path | None, failed: dict[str, str], total: int) -> None:
+        done = f"the summary of the other {total - len(failed)}: {report}" if report else "no summary written"
+        super().__init__(f"{len(failed)} of {total} runs failed ({', '.join(failed)}); {done}")
+        self.report, self.failed = report, failed
 
 
 def _mean_sd(vals: list[float]) -> tuple[float, float]:
@@ -121,19 +134,31 @@ def summarize(
     out: Path,
     betas: list[float] | None = None,
     fixed_effective_beta: bool = False,
+    missing: dict[str, str] | None = None,
 ) -> Path:
-    """Aggregate the runs' per_digit.csv and metrics.json into the sweep's table, figures and report."""
+    """Aggregate the runs' per_digit.csv and metrics.json into the sweep's table, figures and report.
+
+    Runs in `missing` (directory -> why), and runs without their metrics, are left out and listed in the
+    report; a setting none of whose runs finished has no row."""
     if fixed_effective_beta and betas is None:
         betas = [base.effective_beta]
     gs = groups(base, betas, fixed_effective_beta)
     mixed = _mixed(base, gs)
+    missing = dict(missing or {})
     cells, histories = {}, {}
     for beta in gs:
         eff = fixed_effective_beta and beta is not None
         for latent in latents:
             runs = [run_dir(out, latent, base.seed + s, beta, eff) for s in range(seeds)]
-            cells[(beta, latent)] = read_cell(runs, run_config(base, latent, base.seed, beta, eff).beta)
-            histories[cell_label(beta, latent, eff, mixed)] = read_history(runs[0] / "history.csv")
+            for r in runs:
+                if str(r) not in missing and not _has_results(r):
+                    missing[str(r)] = "not finished: no metrics.json and per_digit.csv"
+            done = [r for r in runs if str(r) not in missing]
+            if done:
+                cells[(beta, latent)] = read_cell(done, run_config(base, latent, base.seed, beta, eff).beta)
+                histories[cell_label(beta, latent, eff, mixed)] = read_history(done[0] / "history.csv")
+    if not cells:
+        raise UserError(f"no run of the sweep in {out} has finished: nothing to summarize")
     write_summary_csv(out / "summary.csv", summary_rows(cells, seeds))
     figs = draw_figures(base, cells, histories, seeds, out, betas, fixed_effective_beta)
     verdicts = verdict_sentences(base, cells, betas, fixed_effective_beta)
@@ -146,10 +171,25 @@ def summarize(
             "fixed_effective_beta": fixed_effective_beta,
             "base_config": base.to_dict(),
             "verdict": " ".join(verdicts),
+            "missing": {Path(p).name: why for p, why in missing.items()},
         },
     )
-    (out / "report.md").write_text(render(base, cells, seeds, figs, verdicts, betas, fixed_effective_beta))
+    text = render(base, cells, seeds, figs, verdicts, betas, fixed_effective_beta)
+    (out / "report.md").write_text(text + _missing_lines(missing))
     return out / "report.md"
+
+
+def _has_results(run: Path) -> bool:
+    return (run / "metrics.json").is_file() and (run / "per_digit.csv").is_file()
+
+
+def _missing_lines(missing: dict[str, str]) -> str:
+    """The report's list of the runs it leaves out, each with why."""
+    if not missing:
+        return ""
+    lines = ["", "## Missing runs", "", "Not in the tables and figures above:", ""]
+    lines += [f"- `{Path(p).name}`: {why}" for p, why in missing.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _mixed(base: TrainConfig, settings: Iterable[float | None]) -> TrainConfig | None:
@@ -186,7 +226,7 @@ def summary_rows(cells: Cells, seeds: int) -> list[dict[str, Any]]:
                     "effective_beta": f"{v['metrics'][0]['effective_beta']:.6g}",
                     "latent": latent,
                     "digit": d,
-                    "seeds": seeds,
+                    "seeds": len(v["metrics"]),  # the seeds that finished
                     **{f"{k}_mean": f"{mean[d]:.6g}" for k, (mean, _) in stats.items()},
                     **{f"{k}_std": f"{sd[d]:.6g}" for k, (_, sd) in stats.items()},
                 }
@@ -258,7 +298,10 @@ def rate_distortion_figure(
     base: TrainConfig, cells: Cells, out: Path, betas: list[float], fixed_effective_beta: bool
 ) -> Path:
     """rate_distortion.png: one curve per latent size, one point per β of betas."""
-    curves = {f"latent {z}": [rd_point(b, cells[(b, z)]["metrics"]) for b in betas] for z in _latents(cells)}
+    curves = {
+        f"latent {z}": [rd_point(b, cells[(b, z)]["metrics"]) for b in betas if (b, z) in cells]
+        for z in _latents(cells)
+    }
     units = " (β in ELBO units)" if fixed_effective_beta else f" (β in {base.loss} units)"
     return figures.rate_distortion(curves, out / "rate_distortion.png", "rate-distortion, test set" + units)
 
@@ -273,9 +316,11 @@ def verdict_sentences(
     if len(latents) > 1 or betas is None:
         for b in _settings(cells):
             group = group_label(b, fixed_effective_beta, base) if betas is not None else ""
-            verdicts.append(best_sentence({z: cells[(b, z)] for z in latents}, group))
-    if betas is not None and len(betas) > 1:
-        verdicts += [monotone_sentence({b: cells[(b, z)]["metrics"] for b in betas}, z) for z in latents]
+            verdicts.append(best_sentence({z: cells[(b, z)] for z in latents if (b, z) in cells}, group))
+    for z in latents if betas is not None else []:
+        per_beta = {b: cells[(b, z)]["metrics"] for b in betas if (b, z) in cells}
+        if len(per_beta) > 1:
+            verdicts.append(monotone_sentence(per_beta, z))
     return verdicts
 
 
@@ -299,8 +344,9 @@ def rd_point(beta: float, metrics: list[dict[str, Any]]) -> tuple[str, float, fl
 def _series(
     cells: dict, beta: float | None, latents: list[int], key: str
 ) -> tuple[list[int], list[float], list[float]]:
+    latents = [z for z in latents if (beta, z) in cells]  # the sizes at which some run finished
     ms = [_mean_sd([m[key] for m in cells[(beta, z)]["metrics"]]) for z in latents]
-    return list(latents), [m for m, _ in ms], [s for _, s in ms]
+    return latents, [m for m, _ in ms], [s for _, s in ms]
 
 
 def groups(base: TrainConfig, betas: list[float] | None, fixed_effective_beta: bool) -> list[float | None]:
@@ -493,7 +539,8 @@ def _per_digit_psnr_lines(
     ]
     for (b, z), v in cells.items():
         m, s = v["stats"]["psnr_sampled"]
-        per_digit = " | ".join(f"{a:.2f}" + (f" ± {c:.2f}" if seeds > 1 else "") for a, c in zip(m, s))
+        sd = len(v["metrics"]) > 1
+        per_digit = " | ".join(f"{a:.2f}" + (f" ± {c:.2f}" if sd else "") for a, c in zip(m, s))
         ref = seed_reference(z) if base.arch == "conv" else None
         seed_study = f"{np.mean(ref):.2f}" if ref else "-"
         label = cell_label(b, z, fixed_effective_beta and b is not None, mixed)
