@@ -23,6 +23,7 @@ import contextlib
 import math
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -302,6 +303,9 @@ class SignalFlag:
 
     @contextlib.contextmanager
     def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # only the main thread may set handlers (a Dask worker runs a task in another)
+            return
         old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             for s in old:
