@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import sys
 import traceback
 import warnings
 from collections.abc import Callable
@@ -151,7 +150,8 @@ class Worst:
     def record(self, tol: float = TOL_REF) -> None:
         for what, (error, why, case) in self.worst.items():
             at = ", ".join(f"{k}={v}" for k, v in case.items())
-            note = f"worst of {self.n} shapes, at {at}" + (f"; {why}" if why else "")
+            note = f"worst of {self.n} shapes, at {at}" if error else f"{self.n} shapes, every one exact"
+            note += f"; {why}" if why else ""
             self.out.record(what, error, tol, note)
 
 
@@ -254,7 +254,7 @@ def _safe_match(d: Diagnosis, probe: dict[str, Any]) -> bool:
         return False
 
 
-def report(out: Outcome, file: Any = sys.stdout) -> None:
+def report(out: Outcome, file: Any = None) -> None:
     """Print one exercise's result: a header line, then each measure, then the likely bugs."""
     ex = out.exercise
     head = {"PASS": "PASS", "FAIL": "FAIL", "NOT DONE": "TODO", "ERROR": "FAIL"}[out.status]

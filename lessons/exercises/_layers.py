@@ -64,7 +64,7 @@ def gradcheck_layer(out: Outcome, layer: Any, x: np.ndarray, label: str) -> None
         )
     if not wrong:
         for k, e in check_layer(layer, x).items():
-            out.record(f"{label}: d{k} vs finite differences", e, TOL_FD)
+            out.record(f"{label}: d{'x' if k == 'input' else k} vs finite differences", e, TOL_FD)
 
 
 def rng_for(case: dict[str, int]) -> np.random.Generator:
@@ -441,7 +441,7 @@ def check_col2im(mod: Any, out: Outcome) -> None:
 
     worst.n = for_cases(draw_conv_case, run)
     at = ", ".join(f"{k}={v}" for k, v in adjoint["case"].items())
-    note = f"worst of {worst.n} shapes, at {at}" if at else f"{worst.n} shapes"
+    note = f"worst of {worst.n} shapes, at {at}" if adjoint["error"] else f"{worst.n} shapes, every one exact"
     out.record(
         "adjoint: <im2col(x), c> = <x, col2im(c)>",
         adjoint["error"],

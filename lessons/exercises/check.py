@@ -203,7 +203,7 @@ def select(names: list[str]) -> list[Exercise]:
     return [ex for ex in EXERCISES if not names or ex.name in names]
 
 
-def run(names: list[str], directory: Path | None = HERE, file=sys.stdout) -> list[Outcome]:
+def run(names: list[str], directory: Path | None = HERE, file=None) -> list[Outcome]:
     """Grade the named exercises (directory None: minivae's solutions) and print each result."""
     outcomes = []
     for ex in select(names):
@@ -212,7 +212,7 @@ def run(names: list[str], directory: Path | None = HERE, file=sys.stdout) -> lis
     return outcomes
 
 
-def print_list(file=sys.stdout) -> None:
+def print_list(file=None) -> None:
     for ex in EXERCISES:
         print(f"{ex.name:<11} lesson {ex.lesson:<3} {ex.filename:<20} {ex.covers}", file=file)
         print(f"{'':<11} diagnoses: {', '.join(d.key for d in ex.diagnoses)}", file=file)
