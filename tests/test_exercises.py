@@ -431,3 +431,28 @@ def test_list_shows_all_twelve_with_their_lessons(capsys):
         ("linear", 2), ("relu", 3), ("sigmoid", 3), ("bce", 3), ("im2col", 4), ("col2im", 4), ("conv2d", 4),
         ("reparam", 6), ("kl", 7), ("adam", 8), ("train_step", 9), ("iwae", 13),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("with_hypothesis", [True, False])
+def test_shape_cases_are_reproducible_and_in_range(monkeypatch, with_hypothesis):
+    checker = sys.modules["_checker"]
+    if not with_hypothesis:  # a student without the [dev] extra: a seeded generator instead
+        monkeypatch.setitem(sys.modules, "hypothesis", None)
+
+    def cases() -> list[dict[str, int]]:
+        seen: list[dict[str, int]] = []
+        assert checker.for_cases(lambda i: {"a": i(1, 4), "b": i(0, 9)}, seen.append, n=6) == 6
+        return seen
+
+    first = cases()
+    assert first == cases() and len(first) == 6
+    assert (
+        all(1 <= c["a"] <= 4 and 0 <= c["b"] <= 9 for c in first)
+        and len({tuple(c.values()) for c in first}) > 1
+    )
+
+    def fails(case: dict[str, int]) -> None:
+        raise ValueError(f"student bug at {case}")
+
+    with pytest.raises(ValueError, match="student bug"):  # raised again as it is, for the one-line report
+        checker.for_cases(lambda i: {"a": i(1, 4)}, fails)
