@@ -86,21 +86,6 @@ def col2im(cols, x_shape, kh, kw, sh, sw):
             x[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw] += cols[:, i, j]
     return x.transpose(1, 0, 2, 3)
 """,
-    "conv2d": """
-import minivae.nn
-from minivae.nn import col2im
-
-class Conv2d(minivae.nn.Conv2d):
-    def backward(self, dy):
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        dy_mat = dy.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)
-        self.grads["weight"][...] = (dy_mat @ self.cols.T).reshape(self.grads["weight"].shape)
-        self.grads["bias"][...] = dy.sum(axis=(0, 2, 3))
-        w_mat = self.params["weight"].reshape(self.out_channels, -1)
-        dx_pad = col2im(w_mat.T @ dy_mat, self.x_pad_shape, kh, kw, sh, sw)
-        n, c, h, w = self.x_pad_shape
-        return dx_pad[:, :, ph : h - ph, pw : w - pw]
-""",
     "reparam": """
 import numpy as np
 
@@ -162,6 +147,24 @@ def log_mean_exp(log_w):
 """,
 }
 
+# conv2d: the stub's given forward (it caches self.cols and self.x_pad_shape) and this backward
+CORRECT["conv2d"] = (
+    (EXERCISES / "ex07_conv2d.py")
+    .read_text()
+    .replace(  # the stub must hold this line
+        """        raise NotImplementedError("exercise: write Conv2d.backward (dW, db and dx)")
+""",
+        """        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        dy_mat = dy.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)
+        self.grads["weight"][...] = (dy_mat @ self.cols.T).reshape(self.grads["weight"].shape)
+        self.grads["bias"][...] = dy.sum(axis=(0, 2, 3))
+        w_mat = self.params["weight"].reshape(self.out_channels, -1)
+        dx_pad = col2im(w_mat.T @ dy_mat, self.x_pad_shape, kh, kw, sh, sw)
+        n, c, h, w = self.x_pad_shape
+        return dx_pad[:, :, ph : h - ph, pw : w - pw]
+""",
+    )
+)
 UNFLIPPED_DX = """
         from minivae.nn.module import pad2d
         w_t = self.params["weight"].transpose(1, 0, 2, 3).reshape(self.in_channels, -1)

@@ -165,9 +165,10 @@ def for_cases(draw: Callable[[Callable[[int, int], int]], dict[str, int]], run: 
     failure: list[BaseException] = []
 
     def once(ints: Callable[[int, int], int]) -> None:
+        case = draw(ints)  # drawn every time: hypothesis wants the same draws on every run
         if not failure:
             try:
-                run(draw(ints))
+                run(case)
             except Exception as e:  # re-raised below, outside hypothesis
                 failure.append(e)
 
