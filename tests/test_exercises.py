@@ -201,6 +201,7 @@ BUGS = [
     ),
     ("relu", "mask_at_zero", {"self.mask = x > 0": "self.mask = x >= 0"}),
     ("relu", "mask_inverted", {"return dy * self.mask": "return dy * (1 - self.mask)"}),
+    ("relu", "forward_in_place", {"return x * self.mask": "x[~self.mask] = 0\n        return x"}),
     ("relu", "mask_without_dy", {"return dy * self.mask": "return self.mask * 1.0"}),
     ("sigmoid", "derivative_s", {"dy * self.y * (1.0 - self.y)": "dy * self.y"}),
     ("sigmoid", "derivative_one_minus_s", {"dy * self.y * (1.0 - self.y)": "dy * (1.0 - self.y)"}),

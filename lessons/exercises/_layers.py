@@ -154,6 +154,9 @@ def check_activation(mod_cls: type, ref_cls: type, out: Outcome) -> None:
     p = out.probe["p"] = backward_probe(layer, ref, x, rng.standard_normal(x.shape))
     out.measure("forward y vs minivae", p["y"], p["y_ref"])
     out.measure("dx vs minivae (inputs with exact zeros)", p["dx"], p["dx_ref"])
+    x_given = x.copy()
+    mod_cls().forward(x_given)
+    out.probe["input_changed"] = out.measure("the input after forward (left as it was)", x_given, x) > 0
     away = rng.standard_normal((3, 5))
     away = np.sign(away) * (0.1 + np.abs(away))  # |x| >= 0.1: no kink within h of any entry
     gradcheck_layer(out, mod_cls(), away, "x away from 0")
@@ -199,6 +202,11 @@ RELU_DIAGNOSES = (
             close(p["p"]["dx"], p["p"]["dy"] * (p["p"]["x"] < 0))
             or close(p["p"]["dx"], p["p"]["dy"] * (p["p"]["x"] <= 0))
         ),
+    ),
+    Diagnosis(
+        "forward_in_place",
+        "forward changed its input (x[x < 0] = 0 writes into x, which the layer before still owns): return a new array",
+        lambda p: p["input_changed"],
     ),
     Diagnosis(
         "mask_without_dy",
