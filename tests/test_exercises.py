@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXERCISES = Path(__file__).resolve().parent.parent / "lessons" / "exercises"
@@ -460,3 +461,15 @@ def test_shape_cases_are_reproducible_and_in_range(monkeypatch, with_hypothesis)
 
     with pytest.raises(ValueError, match="student bug"):  # raised again as it is, for the one-line report
         checker.for_cases(lambda i: {"a": i(1, 4)}, fails)
+
+
+def test_train_step_signatures_start_from_minivaes_gradient():
+    """The planted-bug gradients of train_step are minivae's parts with one change: with no change they
+    equal the gradient minivae's own train_step applies, and each change moves them."""
+    vae = sys.modules["_vae"]
+    rng = np.random.default_rng(0)
+    model, x, eps = vae.tiny_vae(), rng.random((4, 1, 4, 4)), rng.standard_normal((4, 3))
+    reference, _ = vae.reference_step(model, x, eps, 0.3)
+    assert np.allclose(vae.variant_grads(model, x, eps, 0.3), reference, rtol=1e-10, atol=1e-12)
+    for change in ({"kl_weight": 1.0}, {"kl_weight": 0.0}, {"z_path": False}):
+        assert not np.allclose(vae.variant_grads(model, x, eps, 0.3, **change), reference, rtol=1e-3)

@@ -404,10 +404,10 @@ def check_train_step(mod: Any, out: Outcome) -> None:
         out.measure(
             f"step {t}: the loss returned vs minivae", as_float(s["loss"]), float(s["loss_ref"].total)
         )
-        out.measure(f"step {t}: the update / -lr vs minivae's gradient", s["grads"], s["grads_ref"])
+        out.measure(f"step {t}: (p - p_new) / lr vs minivae's gradient", s["grads"], s["grads_ref"])
         idx, num = s["fd"]
         out.record(
-            f"step {t}: the update / -lr vs finite differences", rel_error(s["grads"][idx], num), TOL_FD
+            f"step {t}: (p - p_new) / lr vs finite differences", rel_error(s["grads"][idx], num), TOL_FD
         )
 
 
