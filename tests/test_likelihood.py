@@ -173,3 +173,6 @@ def test_a_burda_style_run_trains_on_the_bound_and_evaluates_the_whole_test_set(
     m = json.loads((out / "metrics.json").read_text())
     assert m["test_images"] == 10_000 and m["iwae_k"] == 20 and m["iwae_stderr"] > 0
     assert f"{m['active_units']} of 4 latent units active" in printed and "10000 images" in printed
+    report = (out / "report.md").read_text()
+    assert "hidden layers 16 x 16 (tanh)" in report and "the IWAE bound with k = 3 samples" in report
+    assert "Adam eps 0.0001, lr 0.001 x 10^(-i/7) for 3^i epochs" in report

@@ -226,6 +226,17 @@ def _run_lines(cfg: TrainConfig, m: dict[str, Any]) -> list[str]:
     model = f"- model: `{cfg.arch}`, {m['parameters']:,} parameters, weights initialised `{init}` ({INIT_TEXT[init]})"
     if cfg.arch == "conv":
         model += f"; activation after the 32-unit bottleneck layer: {cfg.bottleneck}"
+    else:
+        model += f"; hidden layers {' x '.join(map(str, cfg.hidden))} ({cfg.activation}), the decoder mirroring them"
+    objective = (
+        f"- objective: the IWAE bound with k = {cfg.k} samples per image (Burda et al. 2015)\n"
+        if cfg.objective == "iwae"
+        else ""
+    )
+    lr = f"lr {cfg.lr:g}" + (
+        " x 10^(-i/7) for 3^i epochs, stage i (Burda et al. 2015)" if cfg.lr_schedule == "burda" else ""
+    )
+    eps = f", Adam eps {cfg.adam_eps:g}" if cfg.adam_eps is not None else ""
     return [
         f"# minivae run: {cfg.arch} VAE, latent {cfg.latent}",
         "",
@@ -234,8 +245,8 @@ def _run_lines(cfg: TrainConfig, m: dict[str, Any]) -> list[str]:
         f"- loss form `{cfg.loss}` with beta = {cfg.beta:g}: effective beta in standard ELBO units = "
         f"**{m['effective_beta']:.4g}**",
         f"- beta schedule: {schedule_text(cfg)}",
-        f"- targets: {targets}",
-        f"- {cfg.optimizer}, lr {cfg.lr:g}, batch {cfg.batch_size}, {m['epochs_run']} of {cfg.epochs} epochs, "
+        f"{objective}- targets: {targets}",
+        f"- {cfg.optimizer}{eps}, {lr}, batch {cfg.batch_size}, {m['epochs_run']} of {cfg.epochs} epochs, "
         f"seed {cfg.seed}, backend {cfg.backend}, {cfg.dtype}",
         "",
     ]
