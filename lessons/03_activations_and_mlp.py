@@ -41,6 +41,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from _common import expect, section
 
+from minivae import threads
 from minivae.analysis.figures import image_rows, loss_curves
 from minivae.backend import to_numpy
 from minivae.nn import Flatten, LeakyReLU, Linear, ReLU, Reshape, Sequential, Sigmoid, Tanh, sigmoid
@@ -153,7 +154,8 @@ expect("dBCE/dlogits = (p - x) / N against finite differences", err["logits"], h
 #
 # It is trained to reproduce its input, with the BCE summed over the 784 pixels and averaged over the
 # batch, by Adam (lesson 8 derives it; here it is just "the step"). At the start the logits are near 0,
-# p = 0.5 everywhere, and BCE = 784 ln 2 = 543 nats.
+# p = 0.5 everywhere, and BCE = 784 ln 2 = 543 nats. `minivae.threads.apply()` first sets the BLAS
+# thread count to the cores no other program is using, so a busy machine slows the run down less.
 #
 # MNIST pixels are grey levels, not 0 or 1, so this BCE is not the log-likelihood of a Bernoulli model of
 # the data: it has a floor. Even a perfect reconstruction, p = x, scores each pixel's own entropy
@@ -190,6 +192,8 @@ with np.errstate(divide="ignore", invalid="ignore"):
 floor = float(ent.sum(axis=1).mean())
 expect("the floor: the test pixels' own entropy (nats per image)", floor, 40, 50, ".1f")
 print(f"   {n_train} training images, {epochs} epoch(s), batch {batch}, {net.num_parameters():,} parameters")
+n_threads = threads.apply()
+print(f"   BLAS threads: {n_threads} (OPENBLAS_NUM_THREADS if set, else the cores no other program is using)")
 start = mean_bce(net, x_test)
 expect("test BCE before training (784 ln 2 = 543.4)", start, 520, 570, ".1f")
 history = []
