@@ -14,6 +14,7 @@ import time
 import typing
 from pathlib import Path
 
+from minivae import threads
 from minivae.errors import UserError
 from minivae.training.config import PRESETS, TrainConfig, flag
 
@@ -129,7 +130,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
         print("evaluating on the test set and drawing figures...")
-        ev = write_report(model, cfg, data.x_test, data.y_test, out, progress=not args.quiet)
+        with threads.limit(cfg.threads):  # the evaluation's products on the policy's threads, as training's
+            ev = write_report(model, cfg, data.x_test, data.y_test, out, progress=not args.quiet)
     except Interrupted as e:
         print(f"minivae: interrupted by {e}", file=sys.stderr)
         return 130
@@ -193,7 +195,8 @@ def _evaluate_run(args: argparse.Namespace, out: Path) -> int:
             f"({args.iwae_k * len(x):,} decoder passes) on {cfg.backend}...",
             file=sys.stderr,
         )
-    ev = write_report(model, cfg, x, labels, out, iwae_k=args.iwae_k, progress=not args.quiet)
+    with threads.limit(cfg.threads):  # minivae.threads' policy, or the run's --threads
+        ev = write_report(model, cfg, x, labels, out, iwae_k=args.iwae_k, progress=not args.quiet)
     m = ev.metrics
     print(summary_line(m))
     if args.iwae_k:
