@@ -124,3 +124,22 @@ def test_resume_may_change_threads(tmp_path, capsys):
     assert len(hist) == 2
     err = capsys.readouterr().err
     assert "--threads 2 (was 1)" in err and "BLAS threads: 2 (--threads)" in err
+
+
+@pytest.mark.parametrize(("busy", "expected"), [(0.0, 2), (1.0, 1)])
+def test_a_run_without_threads_uses_the_policy(busy, expected, tmp_path, monkeypatch, capsys):
+    """No --threads and no OPENBLAS_NUM_THREADS: the run asks the policy, which reads the machine."""
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "busy_cores", lambda seconds=threads.SAMPLE_SECONDS: busy)
+    seen: list[int] = []
+    train(
+        TrainConfig(**CFG),
+        tmp_path / "run",
+        progress=False,
+        data=tiny_data(),
+        on_step=lambda state: seen.append(threads.current()),
+    )
+    assert set(seen) == {expected}
+    assert f"BLAS threads: {expected} (OPENBLAS_NUM_THREADS or the free cores)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["threads"] is None
