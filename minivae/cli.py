@@ -222,6 +222,10 @@ def sweep_latents(args: argparse.Namespace) -> list[int]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    if args.executor == "dask":  # without the extra: one line, before the sweep's own imports
+        from minivae.analysis.executors import import_distributed
+
+        import_distributed()
     from minivae.analysis.sweep import SweepIncomplete, sweep
 
     latents = sweep_latents(args)

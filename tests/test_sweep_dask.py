@@ -4,6 +4,7 @@ a failing run reported while the rest finish, and the one-line errors (no extra,
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import os
@@ -15,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from minivae.analysis import executors
-from minivae.analysis.sweep import sweep
+from minivae.analysis.sweep import SweepIncomplete, sweep
 from minivae.cli import main
+from minivae.errors import UserError
 from minivae.training.config import TrainConfig
 from minivae.training.loop import Interrupted, train
 
@@ -59,9 +61,10 @@ def metrics(out: Path, name: str) -> dict:
     return json.loads((out / name / "metrics.json").read_text())
 
 
-def copy_runs(src: Path, dst: Path, names: list[str]) -> None:
-    for name in names:
-        shutil.copytree(src / name, dst / name, ignore=shutil.ignore_patterns(".lock"))
+def copy_runs(src: Path, dst: Path, runs: list[str], names: list[str] | None = None) -> None:
+    """Copy finished runs of src into dst (under other names if given): the sweep finds them done."""
+    for run, name in zip(runs, names or runs):
+        shutil.copytree(src / run, dst / name, ignore=shutil.ignore_patterns(".lock"))
 
 
 def test_dask_equals_local_and_a_rerun_trains_nothing(cluster, local_sweep, tmp_path, capsys):
@@ -86,26 +89,9 @@ def test_dask_equals_local_and_a_rerun_trains_nothing(cluster, local_sweep, tmp_
     assert (out / "summary.csv").read_bytes() == summary and (out / "report.md").read_bytes() == report
 
 
-def test_a_cut_run_is_resumed(cluster, local_sweep, tmp_path, capsys):
-    """z3_s1 stopped after 3 steps with its checkpoint: the sweep resumes it (and skips the finished ones),
-    and it ends with the metrics of the run that was never cut."""
-    out = tmp_path / "sweep"
-    copy_runs(local_sweep, out, RUNS[:3])
-    cfg = TrainConfig.from_dict(json.loads((local_sweep / "z3_s1" / "config.json").read_text()))
-    with pytest.raises(Interrupted):
-        train(cfg, out / "z3_s1", progress=False, on_step=lambda state: state.step >= 3)
-    assert (out / "z3_s1" / "last.npz").is_file() and not (out / "z3_s1" / "metrics.json").exists()
-    capsys.readouterr()
-    assert dask_sweep(cluster, out) == 0
-    err = capsys.readouterr().err
-    assert f"{out / 'z3_s1'}: resumed" in err, err
-    assert all(f"{out / name}: skipped" in err for name in RUNS[:3]), err
-    assert metrics(out, "z3_s1") == metrics(local_sweep, "z3_s1")
-
-
 def exit_worker_once(marker: str, state) -> None:
-    """train()'s on_step: at step 2 of the first run to get there, kill the whole worker process."""
-    if state.step == 2:
+    """train()'s on_step: at step 5 of the first run to get there, kill the whole worker process."""
+    if state.step == 5:
         try:
             os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
         except FileExistsError:
@@ -113,40 +99,86 @@ def exit_worker_once(marker: str, state) -> None:
         os._exit(1)
 
 
-def test_a_killed_workers_run_is_retried(cluster, local_sweep, tmp_path):
+def test_cut_run_resumed_killed_worker_retried_failing_run_reported(cluster, local_sweep, tmp_path, capsys):
+    """One sweep, β 1 and 1e300 at latent sizes 2 and 3 (β 1 is the local sweep's config):
+    - b1_z2_s0 is finished (a copy of the local sweep's z2_s0): skipped;
+    - b1_z3_s0 was cut after 3 steps, leaving its checkpoint: the sweep resumes it; at step 5 its task
+      kills its worker process, Dask runs the task again, which resumes from the same checkpoint, and the
+      run ends with the metrics of the local run that was never cut;
+    - β = 1e300 overflows float32 at the first step, so the non-finite guard stops both its runs (twice
+      each, retries=1): each is reported with its directory and error, and the summary is written from
+      the runs that finished, listing the missing ones."""
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this file
     out, marker = tmp_path / "sweep", tmp_path / "killed"
-    copy_runs(local_sweep, out, RUNS[:3])
+    copy_runs(local_sweep, out, ["z2_s0"], names=["b1_z2_s0"])
+    cfg = TrainConfig.from_dict(json.loads((local_sweep / "z3_s0" / "config.json").read_text()))
+    with pytest.raises(Interrupted):
+        train(cfg, out / "b1_z3_s0", progress=False, on_step=lambda state: state.step >= 3)
+    assert (out / "b1_z3_s0" / "last.npz").is_file() and not (out / "b1_z3_s0" / "metrics.json").exists()
     base = TrainConfig.from_dict(json.loads((local_sweep / "sweep.json").read_text())["base_config"])
     kill = functools.partial(exit_worker_once, str(marker))
-    report = sweep(base, [2, 3], 2, out, progress=False, executor="dask", address=cluster, on_step=kill)
+    capsys.readouterr()
+    with pytest.raises(SweepIncomplete) as e:
+        sweep(
+            base,
+            [2, 3],
+            1,
+            out,
+            progress=False,
+            betas=[1, 1e300],
+            executor="dask",
+            address=cluster,
+            on_step=kill,
+        )
     assert marker.exists(), "the worker should have been killed once"
-    assert report.is_file()
-    assert metrics(out, "z3_s1") == metrics(local_sweep, "z3_s1")
-
-
-def test_a_failing_run_is_reported_and_the_rest_finish(cluster, mnist_ready, tmp_path, capsys):
-    """β = 1e300 overflows float32 at the first step (the non-finite guard stops the run): the sweep says
-    so, with the run's directory, finishes the other run and writes the summary, listing the missing run."""
-    out = tmp_path / "sweep"
-    argv = ["sweep", *TINY, "--latents", "2", "--betas", "1", "1e300", "--out", str(out)]
-    assert main([*argv, "--executor", "dask", "--dask-address", cluster]) == 1
     err = capsys.readouterr().err
-    assert (
-        f"{out / 'b1e+300_z2_s0'}: failed: step 1 (epoch 1, batch 1): the loss or a gradient is NaN/Inf"
-        in err
-    )
-    assert f"{out / 'b1_z2_s0'}: trained" in err and "1 of 2 runs failed" in err
-    assert (out / "b1_z2_s0" / "report.md").is_file()
-    report = (out / "report.md").read_text()
-    assert "## Missing runs" in report and "- `b1e+300_z2_s0`: step 1" in report
+    assert f"{out / 'b1_z2_s0'}: skipped" in err and f"{out / 'b1_z3_s0'}: resumed" in err, err
+    assert metrics(out, "b1_z3_s0") == metrics(local_sweep, "z3_s0")
+    failed = [str(out / "b1e+300_z2_s0"), str(out / "b1e+300_z3_s0")]
+    assert sorted(e.value.failed) == failed and str(e.value).startswith("2 of 4 runs failed")
+    nonfinite = "step 1 (epoch 1, batch 1): the loss or a gradient is NaN/Inf"
+    assert all(why.startswith(nonfinite) for why in e.value.failed.values())
+    assert f"{failed[0]}: failed: {nonfinite}" in err
+    report = e.value.report.read_text()
+    assert "## Missing runs" in report and f"- `b1e+300_z2_s0`: {nonfinite}" in report
     assert {row.split(",")[0] for row in (out / "summary.csv").open()} == {"beta", "1"}
-    # the same command again (here on the local executor): the finished run is skipped, the failed one retried
-    assert main(argv) == 1
+
+
+def test_run_states_and_a_dead_start_cleared(tmp_path):
+    """What a run directory holds decides what the sweep does with it; the files of a start that died
+    before its first checkpoint are removed, under the directory's lock, before it starts again."""
+    cfg, d = TrainConfig(latent=2).to_dict(), tmp_path / "z2_s0"
+    assert executors.run_state(cfg, d) == "new"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(cfg))
+    (d / "history.csv").write_text("epoch\n")
+    assert executors.run_state(cfg, d) == "restart"
+    fd = os.open(d / ".lock", os.O_RDWR | os.O_CREAT)  # another process holding the run
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    with pytest.raises(UserError, match="is in use by another minivae run"):
+        executors.clear_unstarted(d)
+    os.close(fd)
+    executors.clear_unstarted(d)
+    assert sorted(p.name for p in d.iterdir()) == [".lock"] and executors.run_state(cfg, d) == "new"
+    for name in ("config.json", "last.npz"):
+        (d / name).write_text(json.dumps(cfg) if name == "config.json" else "")
+    assert executors.run_state(cfg, d) == "resume"
+    (d / "metrics.json").write_text("{}")
+    (d / "report.md").write_text("")
+    assert executors.run_state(cfg, d) == "finished"
+    with pytest.raises(
+        UserError, match=r"holds a run of another config \(--latent 2 there, 3 in this sweep\)"
+    ):
+        executors.run_state({**cfg, "latent": 3}, d)
+
+
+def test_every_run_failing_writes_no_summary(mnist_ready, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["sweep", *TINY, "--latents", "2", "--betas", "1e300", "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert f"{out / 'b1_z2_s0'}: skipped" in err and f"{out / 'b1e+300_z2_s0'}: failed: step 1" in err
+    assert "1 of 1 runs failed" in err and "no summary written" in err and not (out / "summary.csv").exists()
 
 
 def test_a_directory_of_another_config_is_refused(tmp_path, capsys):

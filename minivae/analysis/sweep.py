@@ -49,7 +49,7 @@ def run_config(base: TrainConfig, latent: int, seed: int, beta: float | None, ef
     """The config of one run: base with this latent size, seed and β (converted from ELBO units if effective)."""
     cfg = dataclasses.replace(base, latent=latent, seed=seed)
     if beta is not None:
-        cfg.beta = beta_for_effective(base.loss, beta, latent) if effective else beta
+        cfg.beta = float(beta_for_effective(base.loss, beta, latent) if effective else beta)
     return cfg.validate()
 
 
