@@ -295,7 +295,8 @@ def _follow(outcomes: Iterator[Outcome], total: int, slots: int, live: bool) -> 
             failed = sum(x.status == "failed" for x in seen.values())
             line = f"{o.path}: {o.status}" + (f": {o.error}" if o.error else "")
             bar.write(line, file=sys.stderr)
-            bar.update()
             pending = total - len(seen)
-            bar.set_postfix_str(f"done {len(seen) - failed}, running {min(slots, pending)}, failed {failed}")
+            status = f"done {len(seen) - failed}, running {min(slots, pending)}, failed {failed}"
+            bar.set_postfix_str(status, refresh=False)
+            bar.update()
     return seen

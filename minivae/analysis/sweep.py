@@ -79,7 +79,8 @@ def sweep(
         executors.import_distributed()
     if fixed_effective_beta and betas is None:
         betas = [base.effective_beta]
-    tasks = sweep_tasks(base, latents, seeds, out, betas, fixed_effective_beta)
+    root = out.absolute() if executor == "dask" else out  # a cluster's workers need not share our cwd
+    tasks = sweep_tasks(base, latents, seeds, root, betas, fixed_effective_beta)
     for cfg, path in tasks:  # a directory holding another config is refused before anything runs
         executors.run_state(cfg, path)
     out.mkdir(parents=True, exist_ok=True)
