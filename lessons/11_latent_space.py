@@ -126,7 +126,7 @@ for i in range(0, len(cells), 5):
 expect(
     f"KL of the least used unit / KL of the most used (latent {big.latent})",
     kl_units[order[-1]] / kl_units[order[0]],
-    *lesson.pick((0, 1), (0.02, 0.3), (0, 0.3)),
+    *lesson.pick((0, 1), (0.02, 0.3), (None, None)),
     ".3f",
 )
 
