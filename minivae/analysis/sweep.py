@@ -83,7 +83,6 @@ def sweep(
     tasks = sweep_tasks(base, latents, seeds, root, betas, fixed_effective_beta)
     for cfg, path in tasks:  # a directory holding another config is refused before anything runs
         executors.run_state(cfg, path)
-    out.mkdir(parents=True, exist_ok=True)
     outcomes = executors.run_all(tasks, executor, jobs, address, progress, on_step)
     failed = {p: o.error for p, o in outcomes.items() if o.status == "failed"}
     if len(failed) == len(tasks):
