@@ -103,6 +103,9 @@ def test_threads_forces_the_runs_blas_threads(n, tmp_path, capsys):
     assert seen and set(seen) == {n}
     assert f"BLAS threads: {n} (--threads)" in capsys.readouterr().err
     assert json.loads((tmp_path / "run" / "config.json").read_text())["threads"] == n
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    column = history[0].split(",").index("threads")
+    assert [row.split(",")[column] for row in history[1:]] == [str(n)]  # each epoch's count, recorded
 
 
 @pytest.mark.parametrize("arch", ["mlp", "conv"])

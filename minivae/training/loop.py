@@ -689,7 +689,7 @@ def validation(run: Run) -> dict[str, Any]:
 
 def epoch_row(run: Run, val: dict[str, Any]) -> dict[str, Any]:
     """The history row of the epoch just trained: the mean training loss, the validation columns `val`,
-    β and C at the epoch's last step, the live bottleneck units, and the training seconds."""
+    β and C at the epoch's last step, the live bottleneck units, the BLAS threads, and the training seconds."""
     cfg, s = run.cfg, run.state
     k = max(s.sums[3], 1)
     beta = beta_at(s.step - 1, run.batches_per_epoch, cfg)
@@ -700,7 +700,7 @@ def epoch_row(run: Run, val: dict[str, Any]) -> dict[str, Any]:
         **val,
         "beta": beta, "capacity": "" if cap is None else cap,
         "effective_beta": effective_beta(cfg.loss, beta, cfg.latent), "lr": lr_at(s.epoch, cfg),
-        "alive_units": int(np.sum(s.alive)),
+        "alive_units": int(np.sum(s.alive)), "threads": threads.current(),
         "seconds": round(s.seconds, 3),
     }  # fmt: skip
 

@@ -24,9 +24,9 @@ from minivae.training.checkpoint import bytes_of
 
 HISTORY_FIELDS = [
     "epoch", "step", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl",
-    "beta", "capacity", "effective_beta", "lr", "alive_units", "seconds",
+    "beta", "capacity", "effective_beta", "lr", "alive_units", "threads", "seconds",
 ]  # fmt: skip
-# read_history takes whatever columns a file has: a history.csv without the lr column reads too
+# read_history takes whatever columns a file has: a history.csv without the lr or threads column reads too
 
 
 LOCK = ".lock"  # held (fcntl.flock) by the one process writing the directory; records its PID and command
