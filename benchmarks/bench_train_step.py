@@ -5,6 +5,14 @@ beside the same model in PyTorch and the machine's own matrix-multiply rate.
     python benchmarks/bench_train_step.py --arch conv --batch 32 --steps 30 --json out.json
     python benchmarks/bench_train_step.py --profile --arch conv --batch 128   # where the step goes
     python benchmarks/bench_train_step.py --backend cupy --arch conv --kernels both --no-torch  # kernels A/B
+    python benchmarks/bench_train_step.py --contention 1 3       # again beside 1, then 3, busy processes
+
+It first prints what it runs on: the CPU's model and AVX2 / AVX-512, each BLAS/OpenMP library's kernel and
+threads (threadpoolctl), with a warning when OPENBLAS_CORETYPE forces an older kernel than the CPU has, and
+the load average. minivae runs on the thread count minivae.threads' policy picks at the start of each
+condition (--threads N forces it); every NumPy row also times minivae on one thread, interleaved in blocks
+of 5 steps (one thread pool, switched by a ctypes call), so "/ 1 thread" is a ratio within one run.
+--contention starts `python -c "while True: pass"` processes, times the table beside them, and stops them.
 
 For each (arch, batch, backend): median ms/step over --steps timed steps after --warmup steps, with the
 interquartile range; samples/s; FLOPs per step counted from the layer shapes (3 x the forward's
