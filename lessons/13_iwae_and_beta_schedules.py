@@ -58,7 +58,7 @@
 #
 #     constant:  β(t) = β
 #     linear:    β(t) = β min(1, t / W)                 β from 0 to β over W = warm-up epochs x E steps
-#     cyclical:  β(t) = β min(1, τ / R),  τ = (t mod L) / L     M cycles of L steps; rise over R = 0.5 of each
+#     cyclical:  β(t) = β min(1, τ / ρ),  τ = (t mod L) / L     M cycles of L steps; rise over ρ = 0.5 of each
 #     capacity:  loss = D + γ |R - C(t)|,  C(t) = C_max min(1, t / W_C)      γ is the run's β
 #
 # The first three change the path β takes, not the objective at the end. The capacity objective
@@ -202,9 +202,10 @@ expect(
 # tenfold step gained, a small part of the ELBO's gap; that is an extrapolation, not a bound.
 #
 # The **effective sample size** (Σ w)^2 / Σ w^2 counts how many of the K weights carry the average: K
-# if all were equal, 1 if one dominated. Here about ten of 5,000 do. The Gaussian q(z|x) that the ELBO
-# fits sits inside the true posterior, which has more mass in its tails. The rare z from q that land
-# there carry the largest weights.
+# if all were equal, 1 if one dominated. Here about ten of 5,000 do. The ELBO fits q(z|x) by
+# minimising KL(q || p(z|x)), which punishes q for mass where the posterior has little but not for
+# missing mass where it has much. So q tends to be narrower than the posterior, and the rare z from q
+# that land in the posterior's wider parts carry the largest weights.
 
 # %%
 section("L_k against k (nats, mean over the test images)")
