@@ -150,17 +150,17 @@ def smoke_from_env() -> bool:
     return env_flag("MINIVAE_SMOKE")
 
 
-def lesson_title(name: str, doc: str | None = None) -> str:
-    """'Lesson N: ...' from the lesson file's `# # Lesson N:` heading (or a docstring's first line)."""
+def lesson_title(name: str) -> str:
+    """'Lesson N: ...' from the lesson file's `# # Lesson N:` heading (the name when there is none)."""
     path = LESSONS_DIR / f"{name}.py"
-    if path.is_file():
-        m = re.search(r"^# # (Lesson \d+: .*)$", path.read_text(encoding="utf-8"), flags=re.M)
-        if m:
-            return m.group(1).strip()
-    return doc.strip().splitlines()[0] if doc and doc.strip() else name
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    m = re.search(r"^# # (Lesson \d+: .*)$", text, flags=re.M)
+    return m.group(1).strip() if m else name
 
 
-def build_parser(name: str, title: str, add_args: Callable | None) -> argparse.ArgumentParser:
+def build_parser(
+    name: str, title: str, add_args: Callable[[argparse.ArgumentParser], None] | None
+) -> argparse.ArgumentParser:
     """The common flags, their defaults taken from the MINIVAE_* environment, plus the lesson's own."""
     p = argparse.ArgumentParser(prog=f"python lessons/{name}.py", description=title)
     size = p.add_mutually_exclusive_group()
@@ -213,22 +213,15 @@ def show_user_errors(notebook: bool) -> None:
     sys.excepthook = hook
 
 
-def setup(
-    name: str, add_args: Callable | str | None = None, legacy_add_args: Callable | None = None
-) -> Lesson:
+def setup(name: str, add_args: Callable[[argparse.ArgumentParser], None] | None = None) -> Lesson:
     """Start a lesson: settings from the flags (a script) or the environment (a notebook), the backend,
-    the output folder. `name` is the file's stem ("02_linear_layer"; a path works too).
-
-    `setup(__file__, __doc__[, add_args])`, the call of a lesson whose chapter is still its docstring, is
-    accepted too: a string second argument is that docstring.
+    the output folder. `name` is the file's stem ("02_linear_layer"; a path works too); `add_args(parser)`
+    adds the lesson's own flags (in a notebook they take their defaults).
     """
-    doc = None
-    if isinstance(add_args, str) or (add_args is None and legacy_add_args is not None):
-        doc, add_args = add_args, legacy_add_args
     name = Path(name).stem
     notebook = in_notebook()
     show_user_errors(notebook)
-    p = build_parser(name, lesson_title(name, doc), add_args)
+    p = build_parser(name, lesson_title(name), add_args)
     args = p.parse_args([] if notebook else None)  # in a notebook: every flag at its default
     if args.backend not in BACKENDS:
         raise UserError(f"MINIVAE_BACKEND is {args.backend!r}; use one of {', '.join(BACKENDS)}")
@@ -250,17 +243,6 @@ def setup(
     if mode == "smoke":
         print("   smoke mode: tiny data and shapes; trained numbers will miss their ranges, that is expected")
     return lesson
-
-
-def main(run: Callable[[], None]) -> None:
-    """Run a lesson whose code is still one run() function; a UserError becomes its message and exit 2."""
-    t0 = time.perf_counter()
-    try:
-        run()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(f"done in {time.perf_counter() - t0:.1f} s")
 
 
 def section(title: str) -> None:
