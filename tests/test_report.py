@@ -144,3 +144,16 @@ def test_sweep_report_names_its_psnr_and_the_keras_study(tmp_path):
     assert "| PSNR sampled z, mean over the ten digits | PSNR z = mu, mean over the ten digits |" in text
     assert "| setting | 0 |" in text and "| Keras study (published) |" in text
     assert "seed study" not in text.lower() and "alive encoder units" not in text
+
+
+def test_a_test_set_missing_a_digit_draws_its_bars_empty(tmp_path):
+    """--test-limit can leave a digit out: the report is written, and that digit has no row and no bar."""
+    cfg = TrainConfig(**TINY)
+    model = make_model(cfg, np)
+    x, y = fake_test_set()
+    keep = y != 7
+    write_report(model, cfg, x[keep], y[keep], tmp_path)
+    rows = (tmp_path / "per_digit.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2", "3", "4", "5", "6", "8", "9"]
+    for name in ("psnr_per_digit.png", "mse_per_digit.png"):
+        assert (tmp_path / name).stat().st_size > 1000

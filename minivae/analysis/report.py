@@ -154,17 +154,20 @@ def prior_figure(model: VAE, cfg: TrainConfig, out: Path) -> Path:
 
 
 def per_digit_figures(rows: list[dict[str, Any]], ref: list[float] | None, out: Path) -> dict[str, Path]:
-    """psnr_per_digit.png (beside the Keras study's published PSNR when ref is given) and mse_per_digit.png."""
-    psnr = {
-        "sampled z": ([r["psnr_sampled"] for r in rows], None),
-        "z = mu": ([r["psnr_mean"] for r in rows], None),
-    }
+    """psnr_per_digit.png (beside the Keras study's published PSNR when ref is given) and mse_per_digit.png.
+
+    rows hold only the digits present in the test images evaluated (--test-limit can leave some out): a
+    missing digit gets NaN, which draws no bar.
+    """
+    by_digit = {r["digit"]: r for r in rows}
+
+    def col(key: str) -> list[float]:
+        return [by_digit[d][key] if d in by_digit else math.nan for d in range(10)]
+
+    psnr = {"sampled z": (col("psnr_sampled"), None), "z = mu": (col("psnr_mean"), None)}
     if ref:
         psnr[f"{REF_NAME}, sampled z"] = (ref, None)
-    mse = {
-        "sampled z": ([r["mse_sampled"] for r in rows], None),
-        "z = mu": ([r["mse_mean"] for r in rows], None),
-    }
+    mse = {"sampled z": (col("mse_sampled"), None), "z = mu": (col("mse_mean"), None)}
     return {
         "psnr": figures.per_digit_bars(
             psnr, out / "psnr_per_digit.png", "PSNR (dB)", "per-digit PSNR, test set"
