@@ -49,14 +49,16 @@ def available_cores() -> int:
     return cores
 
 
-def _cpu_ticks(cpus: set[int] | None) -> tuple[int, int]:
+def _cpu_ticks(cpus: set[int] | None, path: str = "/proc/stat") -> tuple[int, int]:
     """(busy, total) clock ticks since boot, summed over `cpus` (all when None), from /proc/stat.
 
     A `cpuN` line reads: user nice system idle iowait irq softirq steal ...; idle and iowait are
-    the free time, steal (time the hypervisor gave to another machine) counts as busy.
+    the free time, steal (time the hypervisor gave to another machine) counts as busy. So does nice
+    time not: a program at a raised nice value (a `nice -n 19` background job) yields its core to a run
+    at the default priority, and the thread on that core barely waits.
     """
     busy = total = 0
-    with open("/proc/stat") as f:
+    with open(path) as f:
         for line in f:
             name, *ticks = line.split()
             if not name.startswith("cpu") or name == "cpu":
@@ -64,7 +66,7 @@ def _cpu_ticks(cpus: set[int] | None) -> tuple[int, int]:
             if cpus is not None and int(name[3:]) not in cpus:
                 continue
             t = [int(v) for v in ticks[:8]]
-            busy += t[0] + t[1] + t[2] + t[5] + t[6] + t[7]
+            busy += t[0] + t[2] + t[5] + t[6] + t[7]  # user system irq softirq steal
             total += sum(t)
     return busy, total
 
