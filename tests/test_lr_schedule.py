@@ -168,5 +168,9 @@ def test_the_cli_builds_the_burda_runs():
         parse(["train", "--hidden", "300", "100", "--epochs", "1093", "--lr-schedule", "burda"])
     )
     assert cfg.hidden == [300, 100] and lr_at(1092, cfg) == pytest.approx(1e-3 * 10 ** (-6 / 7))
+    cfg = config_from_args(
+        parse("train --preset burda --epochs 364 --threads 1 --objective iwae --k 5".split())
+    )
+    assert (cfg.epochs, cfg.threads, lr_at(363, cfg)) == (364, 1, pytest.approx(1e-3 * 10 ** (-5 / 7)))
     args = parse(["evaluate", "RUN", "--iwae-k", "5000", "--test-limit", "0"])
     assert (args.iwae_k, args.test_limit) == (5000, 0)
