@@ -365,24 +365,12 @@ for name, r in res.items():
     print(
         f"   {name:9s} {r['R']:7.2f}   {r['D']:12.1f}   {r['D'] + beta * r['R']:9.1f}   {r['active']:6d}/10      {top}"
     )
-expect(
-    "constant: rate R (nats), collapsed",
-    res["constant"]["R"],
-    *lesson.pick((0, 50), (0.0, 0.4), (None, None)),
-    ".2f",
-)
-expect(
-    "linear warm-up: rate R (nats), collapsed too",
-    res["linear"]["R"],
-    *lesson.pick((0, 50), (0.0, 0.5), (None, None)),
-    ".2f",
-)
-expect(
-    "cyclical: rate R (nats), collapsed too",
-    res["cyclical"]["R"],
-    *lesson.pick((0, 50), (0.0, 0.5), (None, None)),
-    ".2f",
-)
+for name, label, hi in (
+    ("constant", "constant: rate R (nats), collapsed", 0.4),
+    ("linear", "linear warm-up: rate R (nats), collapsed too", 0.5),
+    ("cyclical", "cyclical: rate R (nats), collapsed too", 0.5),
+):
+    expect(label, res[name]["R"], *lesson.pick((0, 50), (0.0, hi), (None, None)), ".2f")
 expect(
     "capacity: rate R (nats), held near C_max = 25",
     res["capacity"]["R"],
