@@ -53,9 +53,13 @@ def _cpu_ticks(cpus: set[int] | None, path: str = "/proc/stat") -> tuple[int, in
     """(busy, total) clock ticks since boot, summed over `cpus` (all when None), from /proc/stat.
 
     A `cpuN` line reads: user nice system idle iowait irq softirq steal ...; idle and iowait are
-    the free time, steal (time the hypervisor gave to another machine) counts as busy. So does nice
-    time not: a program at a raised nice value (a `nice -n 19` background job) yields its core to a run
-    at the default priority, and the thread on that core barely waits.
+    the free time, steal (time the hypervisor gave to another machine) counts as busy, and so does
+    nice time. A `nice -n 19` program yields its core only to processes of its own scheduling group:
+    Linux's autogroup puts each terminal session in a group of its own, and groups share the cores
+    equally whatever their members' nice values. Beside a niced busy loop started in another session,
+    two BLAS threads made the step 8 to 12 times slower than one (docs/performance.md), so a niced
+    program's time is counted as busy: at worst a run beside a niced job of its own session takes one
+    thread where two would have been 1.2 times faster.
     """
     busy = total = 0
     with open(path) as f:
@@ -66,7 +70,7 @@ def _cpu_ticks(cpus: set[int] | None, path: str = "/proc/stat") -> tuple[int, in
             if cpus is not None and int(name[3:]) not in cpus:
                 continue
             t = [int(v) for v in ticks[:8]]
-            busy += t[0] + t[2] + t[5] + t[6] + t[7]  # user system irq softirq steal
+            busy += t[0] + t[1] + t[2] + t[5] + t[6] + t[7]  # user nice system irq softirq steal
             total += sum(t)
     return busy, total
 

@@ -51,9 +51,10 @@ def test_busy_cores_is_a_share_of_this_machines_cores():
     assert 0.0 <= busy <= threads.available_cores() + 0.5  # tick rounding can overshoot a little
 
 
-def test_cpu_ticks_count_user_system_irq_and_steal_as_busy_and_nice_as_free(tmp_path):
-    """/proc/stat's columns: user nice system idle iowait irq softirq steal. A niced program yields its
-    core, so its ticks count as free; cpu1 is left out when the affinity is {0}."""
+def test_cpu_ticks_count_user_nice_system_irq_and_steal_as_busy(tmp_path):
+    """/proc/stat's columns: user nice system idle iowait irq softirq steal. Only idle and iowait are
+    free: a niced program in another session's scheduling group does not yield its core. cpu1 is left
+    out when the affinity is {0}."""
     stat = tmp_path / "stat"
     stat.write_text(
         "cpu  999 999 999 999 999 999 999 999 0 0\n"
@@ -62,7 +63,7 @@ def test_cpu_ticks_count_user_system_irq_and_steal_as_busy_and_nice_as_free(tmp_
         "intr 12345\n"
     )
     busy, total = threads._cpu_ticks({0}, str(stat))
-    assert (busy, total) == (10 + 20 + 5 + 6 + 7, 10 + 1000 + 20 + 300 + 40 + 5 + 6 + 7)
+    assert (busy, total) == (10 + 1000 + 20 + 5 + 6 + 7, 10 + 1000 + 20 + 300 + 40 + 5 + 6 + 7)
 
 
 def test_limit_sets_and_restores_the_blas_threads():
