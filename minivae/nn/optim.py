@@ -130,41 +130,6 @@ class Adam(Optimizer):
         eps = self.eps / math.sqrt(bc2) if self.keras_epsilon else self.eps
         if kernels.use(xp):
             return kernels.adam(p, g, m, v, b1, b2, bc1, bc2, lr, eps)
-        if "scratch" not in state:  # two work arrays, reused every step, never saved
-            state["scratch"] = (xp.empty_like(p), xp.empty_like(p))
-        adam_in_place(p, g, m, v, state["scratch"], b1, b2, bc1, bc2, lr, eps)
-
-
-def adam_in_place(p, g, m, v, scratch, b1, b2, bc1, bc2, lr, eps) -> None:
-    """Adam's update, bit for bit these three lines, with no array allocated:
-
         m[...] = b1 * m + (1 - b1) * g
         v[...] = b2 * v + (1 - b2) * (g * g)
         p -= lr / bc1 * m / (xp.sqrt(v) / math.sqrt(bc2) + eps)
-
-    Python evaluates each line one operation at a time, each into a fresh temporary: the first is the
-    product b1 * m, the product (1 - b1) * g, their sum, and a copy into m. Here the same operations
-    run in the same order on the same float32 values, written over m or into one of the two scratch
-    arrays s and t instead: m *= b1 is the first product, s = (1 - b1) * g the second, m += s the sum
-    (no copy). The third line is t = (lr / bc1) * m, s = sqrt(v) / sqrt(bc2) + eps, t /= s, p -= t.
-    Each operation rounds as it did, so the result is identical (tests/test_optim.py checks the bits).
-
-    Why: every temporary of the three lines is an array the size of the parameter (650,000 floats in
-    the MLP VAE, 2.6 MB), fresh each step, and the copies are two more passes over memory. Adam is a
-    tenth to a quarter of the MLP step on the CPU; docs/performance.md has the interleaved A/B.
-    """
-    xp = get_array_module(p)
-    s, t = scratch
-    m *= b1
-    xp.multiply(g, 1 - b1, out=s)
-    m += s  # m = b1 m + (1 - b1) g
-    v *= b2
-    xp.multiply(g, g, out=s)
-    s *= 1 - b2
-    v += s  # v = b2 v + (1 - b2) g^2
-    xp.multiply(m, lr / bc1, out=t)  # m_hat * lr
-    xp.sqrt(v, out=s)
-    s /= math.sqrt(bc2)
-    s += eps  # sqrt(v_hat) + eps
-    t /= s
-    p -= t
