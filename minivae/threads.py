@@ -57,9 +57,9 @@ def _cpu_ticks(cpus: set[int] | None, path: str = "/proc/stat") -> tuple[int, in
     nice time. A `nice -n 19` program yields its core only to processes of its own scheduling group:
     Linux's autogroup puts each terminal session in a group of its own, and groups share the cores
     equally whatever their members' nice values. Beside a niced busy loop started in another session,
-    two BLAS threads made the step 8 to 12 times slower than one (docs/performance.md), so a niced
+    two BLAS threads made the step 2.3 to 9.2 times slower than one (docs/performance.md), so a niced
     program's time is counted as busy: at worst a run beside a niced job of its own session takes one
-    thread where two would have been 1.2 times faster.
+    thread where two would have been up to 1.3 times faster.
     """
     busy = total = 0
     with open(path) as f:
