@@ -36,7 +36,7 @@ CONFIG_GROUPS: dict[str, tuple[str, ...]] = {
     "model": ("arch", "latent", "hidden", "activation", "init", "bottleneck", "backend", "dtype", "threads"),
     "data": ("dataset", "binarize", "train_limit", "test_limit", "val_fraction"),
     "optimisation": (
-        "objective", "k", "optimizer", "lr", "lr_schedule", "adam_eps", "epochs", "batch_size", "patience",
+        "objective", "k", "optimizer", "lr", "lr_schedule", "lr_stages", "adam_eps", "epochs", "batch_size", "patience",
         "grad_clip", "seed",
     ),
     "β and schedules": (

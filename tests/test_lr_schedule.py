@@ -39,6 +39,22 @@ def test_lr_values_at_given_epochs():
     assert {lr_at(e, constant) for e in (0, 1, 4, 3279)} == {3e-4}
 
 
+def test_lr_stages_set_the_stage_lengths():
+    """--lr-stages 1 1 1 3 9 27 81 243: the paper's eight rates in 366 epochs; after the last stage its
+    rate stays. Stage i still runs at lr * 10^(-i/7)."""
+    cfg = TrainConfig(**PRESETS["burda"], lr_stages=[1, 1, 1, 3, 9, 27, 81, 243]).validate()
+    starts = [0, 1, 2, 3, 6, 15, 42, 123]  # the running sums of the lengths
+    for i, start in enumerate(starts):
+        assert lr_at(start, cfg) == pytest.approx(1e-3 * 10 ** (-i / 7), rel=1e-15), i
+    assert lr_at(5, cfg) == lr_at(3, cfg) != lr_at(6, cfg)
+    assert lr_at(122, cfg) == pytest.approx(1e-3 * 10 ** (-6 / 7), rel=1e-15)
+    assert lr_at(365, cfg) == lr_at(5000, cfg) == pytest.approx(1e-4, rel=1e-15)
+    paper = TrainConfig(**PRESETS["burda"], lr_stages=[3**i for i in range(8)])
+    assert [lr_at(e, paper) for e in range(3280)] == [
+        lr_at(e, TrainConfig(**PRESETS["burda"])) for e in range(3280)
+    ]
+
+
 def fake_data(n_train=40, n_test=8, seed=0):
     """Grey-level images in the Dataset layout train() takes (no MNIST needed): one random stroke mask
     shared by every image (grey level 0.9 on it, 0.05 off it), each pixel jittered by up to 0.05."""
@@ -112,7 +128,7 @@ def test_iwae_training_lowers_its_loss_in_train(tmp_path):
 def old_style(meta: dict) -> dict:
     """A checkpoint's metadata as minivae wrote it before these fields: hidden a number, no activation,
     objective, k, lr_schedule or adam_eps, and no lr column in the history."""
-    new = ("activation", "objective", "k", "lr_schedule", "adam_eps")
+    new = ("activation", "objective", "k", "lr_schedule", "adam_eps", "lr_stages")
     config = {c: v for c, v in meta["config"].items() if c not in new}
     config["hidden"] = config["hidden"][0]
     history = [{c: v for c, v in r.items() if c != "lr"} for r in meta["history"]]
@@ -147,6 +163,14 @@ def test_an_old_checkpoint_resumes(tmp_path):
         ({"optimizer": "sgd", "adam_eps": 1e-4}, "--adam-eps is Adam's"),
         ({"hidden": [200, 0]}, "--hidden takes one or more whole numbers >= 1, got 200 0"),
         ({"activation": "gelu"}, "--activation 'gelu' is not known"),
+        (
+            {"lr_stages": [3, 9]},
+            "--lr-stages takes .* with --lr-schedule burda; got 3 9 with --lr-schedule constant",
+        ),
+        (
+            {"lr_schedule": "burda", "lr_stages": [3, 0]},
+            "--lr-stages takes the epochs of each stage, whole numbers >= 1",
+        ),
     ],
 )
 def test_bad_settings_are_one_line(change, message):
@@ -172,5 +196,9 @@ def test_the_cli_builds_the_burda_runs():
         parse("train --preset burda --epochs 364 --threads 1 --objective iwae --k 5".split())
     )
     assert (cfg.epochs, cfg.threads, lr_at(363, cfg)) == (364, 1, pytest.approx(1e-3 * 10 ** (-5 / 7)))
+    cfg = config_from_args(
+        parse("train --preset burda --lr-stages 1 1 1 3 9 27 81 243 --epochs 366 --threads 1".split())
+    )
+    assert cfg.lr_stages == [1, 1, 1, 3, 9, 27, 81, 243] and lr_at(365, cfg) == pytest.approx(1e-4)
     args = parse(["evaluate", "RUN", "--iwae-k", "5000", "--test-limit", "0"])
     assert (args.iwae_k, args.test_limit) == (5000, 0)

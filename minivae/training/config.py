@@ -105,6 +105,14 @@ class TrainConfig:
             "(Burda et al. 2015; their 3,280 epochs are i = 0..7, and --epochs 1093 runs i = 0..6)"
         },
     )
+    lr_stages: list[int] = field(
+        default_factory=list,
+        metadata={
+            "help": "with --lr-schedule burda: the epochs of stage i = 0, 1, ... in place of 3^i, each at "
+            "--lr * 10^(-i/7), the last stage's lr kept after it; 1 1 1 3 9 27 81 243 runs the paper's "
+            "eight rates in 366 epochs (default: none, the paper's 3^i)"
+        },
+    )
     adam_eps: float | None = field(
         default=None,
         metadata={"help": "Adam's eps (default: the optimizer's own, 1e-8 for adam, 1e-7 for adam-keras)"},
@@ -170,6 +178,11 @@ class TrainConfig:
         if not self.hidden or min(self.hidden) < 1:
             raise UserError(f"--hidden takes one or more whole numbers >= 1, got {flag_value(self.hidden)}")
         self.validate_objective()
+        if self.lr_stages and (self.lr_schedule != "burda" or min(self.lr_stages) < 1):
+            raise UserError(
+                "--lr-stages takes the epochs of each stage, whole numbers >= 1, with --lr-schedule burda; "
+                f"got {flag_value(self.lr_stages)} with --lr-schedule {self.lr_schedule}"
+            )
         if self.threads is not None and self.threads < 1:
             raise UserError(
                 f"--threads must be a whole number >= 1, got {self.threads}; omit it for the policy"
@@ -201,6 +214,8 @@ class TrainConfig:
             self.hidden = [self.hidden]
         elif isinstance(self.hidden, (list, tuple)):
             self.hidden = list(self.hidden)
+        if isinstance(self.lr_stages, tuple):
+            self.lr_stages = list(self.lr_stages)
 
     def validate_objective(self) -> None:
         """--objective iwae's constraints (the bound has beta 1 and no schedule on it); --k and
@@ -254,7 +269,7 @@ class TrainConfig:
 # Fields a config written by an older minivae may lack, with the value that reproduces such a run.
 ADDED_FIELDS: dict[str, Any] = {
     "threads": None, "activation": "relu", "objective": "elbo", "k": 1, "lr_schedule": "constant",
-    "adam_eps": None,
+    "adam_eps": None, "lr_stages": [],
 }  # fmt: skip
 
 

@@ -20,6 +20,8 @@ The learning rate moves per epoch, a pure function of the epoch e (0-based) in t
 - "burda":     Burda et al. 2015: stage i lasts 3^i epochs at lr · 10^(-i/7), i = 0, 1, 2, ...; stage i
                starts at epoch (3^i - 1) / 2 (the sum 1 + 3 + ... + 3^(i-1)). Their run is stages 0..7,
                3,280 epochs; --epochs 1093 stops after stage 6, --epochs 364 after stage 5.
+               --lr-stages L0 L1 ... gives the stages other lengths (stage i lasts L_i epochs, at the
+               same lr · 10^(-i/7)); after the last, its lr stays.
 """
 
 from __future__ import annotations
@@ -96,10 +98,23 @@ def burda_stage(epoch: int) -> int:
     return i
 
 
+def stage_of(epoch: int, lengths: list[int]) -> int:
+    """The stage of epoch `epoch` (0-based) when stage i lasts lengths[i] epochs; past the last stage, the
+    last stage's index."""
+    end = 0
+    for i, length in enumerate(lengths):
+        end += length
+        if epoch < end:
+            return i
+    return len(lengths) - 1
+
+
 def lr_at(epoch: int, cfg: Any) -> float:
     """The learning rate of epoch `epoch` (0-based) for a TrainConfig."""
     if cfg.lr_schedule == "constant":
         return cfg.lr
     if cfg.lr_schedule == "burda":
-        return cfg.lr * 10.0 ** (-burda_stage(epoch) / 7)
+        stages = getattr(cfg, "lr_stages", None)
+        i = stage_of(epoch, stages) if stages else burda_stage(epoch)
+        return cfg.lr * 10.0 ** (-i / 7)
     raise ValueError(f"unknown lr schedule {cfg.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
