@@ -202,3 +202,15 @@ def test_the_cli_builds_the_burda_runs():
     assert cfg.lr_stages == [1, 1, 1, 3, 9, 27, 81, 243] and lr_at(365, cfg) == pytest.approx(1e-4)
     args = parse(["evaluate", "RUN", "--iwae-k", "5000", "--test-limit", "0"])
     assert (args.iwae_k, args.test_limit) == (5000, 0)
+
+
+def test_the_report_names_the_stage_lengths():
+    from collections import defaultdict
+
+    from minivae.analysis.report import _run_lines
+
+    metrics = defaultdict(lambda: 1, {"test_images": 10_000})
+    staged = TrainConfig(**PRESETS["burda"], lr_stages=[1, 1, 1, 3]).validate()
+    assert "lr 0.001 x 10^(-i/7) for 1 + 1 + 1 + 3 epochs, stage i" in "\n".join(_run_lines(staged, metrics))
+    paper = TrainConfig(**PRESETS["burda"]).validate()
+    assert "lr 0.001 x 10^(-i/7) for 3^i epochs, stage i" in "\n".join(_run_lines(paper, metrics))

@@ -236,8 +236,11 @@ def _run_lines(cfg: TrainConfig, m: dict[str, Any]) -> list[str]:
         if cfg.objective == "iwae"
         else ""
     )
+    lengths = f"{' + '.join(map(str, cfg.lr_stages))} epochs" if cfg.lr_stages else "3^i epochs"
     lr = f"lr {cfg.lr:g}" + (
-        " x 10^(-i/7) for 3^i epochs, stage i (Burda et al. 2015)" if cfg.lr_schedule == "burda" else ""
+        f" x 10^(-i/7) for {lengths}, stage i (Burda et al. 2015's rates)"
+        if cfg.lr_schedule == "burda"
+        else ""
     )
     eps = f", Adam eps {cfg.adam_eps:g}" if cfg.adam_eps is not None else ""
     return [
