@@ -200,6 +200,10 @@ def test_the_cli_builds_the_burda_runs():
         parse("train --preset burda --lr-stages 1 1 1 3 9 27 81 243 --epochs 366 --threads 1".split())
     )
     assert cfg.lr_stages == [1, 1, 1, 3, 9, 27, 81, 243] and lr_at(365, cfg) == pytest.approx(1e-4)
+    cfg = config_from_args(
+        parse("train --preset burda --lr-stages 1 3 9 27 81 81 81 81 --epochs 364".split())
+    )
+    assert [lr_at(e, cfg) for e in (120, 363)] == pytest.approx([1e-3 * 10 ** (-4 / 7), 1e-4])
     args = parse(["evaluate", "RUN", "--iwae-k", "5000", "--test-limit", "0"])
     assert (args.iwae_k, args.test_limit) == (5000, 0)
 
