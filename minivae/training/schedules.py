@@ -114,7 +114,6 @@ def lr_at(epoch: int, cfg: Any) -> float:
     if cfg.lr_schedule == "constant":
         return cfg.lr
     if cfg.lr_schedule == "burda":
-        stages = getattr(cfg, "lr_stages", None)
-        i = stage_of(epoch, stages) if stages else burda_stage(epoch)
+        i = stage_of(epoch, cfg.lr_stages) if cfg.lr_stages else burda_stage(epoch)
         return cfg.lr * 10.0 ** (-i / 7)
     raise ValueError(f"unknown lr schedule {cfg.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
