@@ -130,6 +130,51 @@ class Adam(Optimizer):
         eps = self.eps / math.sqrt(bc2) if self.keras_epsilon else self.eps
         if kernels.use(xp):
             return kernels.adam(p, g, m, v, b1, b2, bc1, bc2, lr, eps)
+        if xp is np:  # the same three lines, in place and in cache-sized slices: faster on the CPU
+            return adam_in_blocks(p, g, m, v, b1, b2, bc1, bc2, lr, eps)
         m[...] = b1 * m + (1 - b1) * g
         v[...] = b2 * v + (1 - b2) * (g * g)
         p -= lr / bc1 * m / (xp.sqrt(v) / math.sqrt(bc2) + eps)
+
+
+ADAM_BLOCK = 32768  # elements per slice in adam_in_blocks: 128 KB a float32 array
+
+
+def adam_in_blocks(p, g, m, v, b1, b2, bc1, bc2, lr, eps, block: int = ADAM_BLOCK) -> None:
+    """Adam._update's three lines, bit for bit, in place and over `block` elements at a time: the CPU's
+    update (the MLP step at batch 32 takes 0.70 of its time with the three lines; docs/performance.md).
+
+    Why it is faster. The three lines make 15 passes over the parameter, each into a fresh temporary of
+    its size. A 784 x 400 weight is 1.25 MB of float32, so p, g, m, v and the temporaries are several MB,
+    more than a core's L2 cache (2 MB on the AVX-512 CPU, 512 KB on the AVX2 one), and every pass reads
+    from L3 or memory. Over a slice of 32768 elements, the slice's p, g, m, v and two scratch arrays
+    (768 KB in all) stay in cache from the first pass to the last: memory sees each element read once
+    and written once.
+    Why it is the same. Python evaluates b1 * m + (1 - b1) * g as two products and a sum, each rounded
+    to the arrays' dtype; m *= b1, s = (1 - b1) g, m += s round the same three results, and so on line by
+    line below. Every operation is elementwise, so cutting the arrays into slices changes nothing.
+    p, m, v must be contiguous (their flat views are written); otherwise it runs the three lines.
+    """
+    if not (p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
+        m[...] = b1 * m + (1 - b1) * g
+        v[...] = b2 * v + (1 - b2) * (g * g)
+        p -= lr / bc1 * m / (np.sqrt(v) / math.sqrt(bc2) + eps)
+        return
+    flat = [a.reshape(-1) for a in (p, g, m, v)]  # views of p, m, v (g may be a copy: it is only read)
+    scratch = np.empty((2, min(block, p.size)), dtype=p.dtype)
+    for i in range(0, p.size, block):
+        p_, g_, m_, v_ = (a[i : i + block] for a in flat)
+        s, u = scratch[:, : p_.size]
+        m_ *= b1
+        np.multiply(g_, 1 - b1, out=s)
+        m_ += s  # m = b1 m + (1 - b1) g
+        v_ *= b2
+        np.multiply(g_, g_, out=s)
+        s *= 1 - b2
+        v_ += s  # v = b2 v + (1 - b2) g^2
+        np.multiply(m_, lr / bc1, out=u)
+        np.sqrt(v_, out=s)
+        s /= math.sqrt(bc2)
+        s += eps
+        u /= s
+        p_ -= u  # p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
