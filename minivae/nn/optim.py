@@ -104,6 +104,8 @@ class Adam(Optimizer):
     p -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps), which is PyTorch's update with
     eps_t = eps / sqrt(1 - b2^t) (about 3.2e-6 at step 1 for eps = 1e-7): larger early on, it damps
     the first steps of parameters whose gradients are tiny. Keras's default eps is 1e-7.
+    The update is the three lines at the end of _update; NumPy runs them as adam_in_blocks (the same
+    operations in place, slice by slice: faster on the CPU) and CuPy as one kernel (kernels.adam).
     """
 
     buffers = ("exp_avg", "exp_avg_sq")
@@ -142,12 +144,13 @@ ADAM_BLOCK = 32768  # elements per slice in adam_in_blocks: 128 KB a float32 arr
 
 def adam_in_blocks(p, g, m, v, b1, b2, bc1, bc2, lr, eps, block: int = ADAM_BLOCK) -> None:
     """Adam._update's three lines, bit for bit, in place and over `block` elements at a time: the CPU's
-    update (the MLP step at batch 32 takes 0.70 of its time with the three lines; docs/performance.md).
+    update (on the 2-core AVX-512 CPU the MLP step at batch 32 takes 0.74 of its time with the three
+    lines; docs/performance.md).
 
     Why it is faster. The three lines make 15 passes over the parameter, each into a fresh temporary of
     its size. A 784 x 400 weight is 1.25 MB of float32, so p, g, m, v and the temporaries are several MB,
-    more than a core's L2 cache (2 MB on the AVX-512 CPU, 512 KB on the AVX2 one), and every pass reads
-    from L3 or memory. Over a slice of 32768 elements, the slice's p, g, m, v and two scratch arrays
+    more than a core's L2 cache (2 MB on the 2-core AVX-512 CPU), and every pass reads from L3 or
+    memory. Over a slice of 32768 elements, the slice's p, g, m, v and two scratch arrays
     (768 KB in all) stay in cache from the first pass to the last: memory sees each element read once
     and written once.
     Why it is the same. Python evaluates b1 * m + (1 - b1) * g as two products and a sum, each rounded
