@@ -204,6 +204,14 @@ def test_the_cli_builds_the_burda_runs():
         parse("train --preset burda --lr-stages 1 3 9 27 81 81 81 81 --epochs 364".split())
     )
     assert [lr_at(e, cfg) for e in (120, 363)] == pytest.approx([1e-3 * 10 ** (-4 / 7), 1e-4])
+    cfg = config_from_args(
+        parse(
+            "train --preset burda --lr-stages 1 3 9 27 81 243 243 --epochs 520 --threads 1 --objective iwae --k 5".split()
+        )
+    )
+    assert (cfg.epochs, cfg.objective, cfg.k) == (520, "iwae", 5)
+    stage5, stage6 = 1e-3 * 10 ** (-5 / 7), 1e-3 * 10 ** (-6 / 7)
+    assert [lr_at(e, cfg) for e in (363, 364, 519)] == pytest.approx([stage5, stage6, stage6])
     args = parse(["evaluate", "RUN", "--iwae-k", "5000", "--test-limit", "0"])
     assert (args.iwae_k, args.test_limit) == (5000, 0)
 
