@@ -53,14 +53,17 @@ rng = np.random.default_rng(lesson.seed)
 #
 # Copy every kH x kW window of the input into one column of a matrix:
 #
-#     cols = im2col(x_pad):  (C_in kH kW, N H_out W_out)     one column per output pixel
-#     y    = W_mat @ cols:   (C_out, C_in kH kW) @ (C_in kH kW, N H_out W_out)
+#     cols = im2col(x_pad):  (C_in kH kW, H_out W_out N)     one column per output pixel
+#     y    = W_mat @ cols:   (C_out, C_in kH kW) @ (C_in kH kW, H_out W_out N)
 #
 # and the convolution is a single matrix product, which BLAS (or cuBLAS) runs near the machine's peak.
-# Entry (c, i, j | n, h, w) of cols is x_pad[n, c, s h + i, s w + j]: a fixed number of bytes away from
+# Entry (c, i, j | h, w, n) of cols is x_pad[n, c, s h + i, s w + j]: a fixed number of bytes away from
 # the first pixel for every index, so minivae builds cols as a strided "window view" of x_pad (no copy)
 # and copies it once (`minivae.nn.conv.im2col`; `im2col_loop` writes the same as one strided slice copy
 # per kernel offset, 9 for 3x3). The price is memory: each input pixel is copied up to kH kW times.
+# The columns run over (h, w, n), the image fastest, because minivae keeps the convolutions' activations
+# in memory as (C, H, W, N) (`minivae.nn.conv.batch_last`; the arrays keep PyTorch's (N, C, H, W) shape):
+# then each slice the copy reads is a run of W N neighbouring numbers, not of W, which NumPy copies faster.
 
 # %%
 section("im2col on a 4x4 image, 3x3 kernel, stride 1: four windows, four columns")

@@ -208,7 +208,7 @@ def flops_per_step(model, x, eps) -> float:
     for _, layer in walk(model):
         if isinstance(layer, Linear):  # caches x (N, in)
             macs += layer.x.size * layer.out_features
-        elif isinstance(layer, Conv2d):  # caches cols (C_in kH kW, N H_out W_out)
+        elif isinstance(layer, Conv2d):  # caches cols (C_in kH kW, H_out W_out N)
             macs += layer.cols.size * layer.out_channels
         elif isinstance(layer, ConvTranspose2d):  # caches x_mat (C_in, N H W)
             macs += layer.x_mat.size * int(np.prod(layer.params["weight"].shape[1:]))

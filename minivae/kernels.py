@@ -59,7 +59,7 @@ def _kernel(name: str) -> Any:
 
 
 _SOURCES = {
-    # xt[c, n, h, w] = sum over the (a, b) kernel offsets that reach (h, w) of cols[c, a, b, n, r, q],
+    # xt[c, h, w, n] = sum over the (a, b) kernel offsets that reach (h, w) of cols[c, a, b, r, q, n],
     # h = a + sh r, w = b + sw q: each output pixel gathers its own terms (no atomics), in the order
     # col2im's loop adds them (a, then b, ascending), starting from 0: the same float sums.
     "col2im": (
@@ -69,10 +69,10 @@ _SOURCES = {
             "T xt",
         ),
         """
-        const int w = i % w_;
-        const int h = (i / w_) % h_;
-        const int n = (i / ((ptrdiff_t)w_ * h_)) % n_;
-        const ptrdiff_t c = i / ((ptrdiff_t)w_ * h_ * n_);
+        const int n = i % n_;
+        const int w = (i / n_) % w_;
+        const int h = (i / ((ptrdiff_t)n_ * w_)) % h_;
+        const ptrdiff_t c = i / ((ptrdiff_t)n_ * w_ * h_);
         T acc = 0;
         for (int a = h % sh; a < kh && a <= h; a += sh) {
             const int r = (h - a) / sh;
@@ -80,7 +80,7 @@ _SOURCES = {
             for (int b = w % sw; b < kw && b <= w; b += sw) {
                 const int q = (w - b) / sw;
                 if (q >= wo) continue;
-                acc += cols[(((c * kh + a) * kw + b) * n_ + n) * ((ptrdiff_t)ho * wo) + (ptrdiff_t)r * wo + q];
+                acc += cols[((((c * kh + a) * kw + b) * ho + r) * (ptrdiff_t)wo + q) * n_ + n];
             }
         }
         xt = acc;
@@ -129,15 +129,15 @@ _SOURCES = {
 
 
 def col2im(cols: Any, x_shape: tuple[int, int, int, int], kh: int, kw: int, sh: int, sw: int) -> Any:
-    """layers.conv.col2im as one kernel: cols (C*kh*kw, N*Ho*Wo) -> x (N, C, H, W), channel-major in
-    memory (a transposed view of (C, N, H, W)), as the loop returns it."""
+    """nn.conv.col2im as one kernel: cols (C*kh*kw, Ho*Wo*N) -> x (N, C, H, W), batch-last in memory
+    (a transposed view of (C, H, W, N)), as the loop returns it."""
     xp = get_array_module(cols)
     n, c, h, w = x_shape
     ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-    xt = xp.empty((c, n, h, w), dtype=cols.dtype)
+    xt = xp.empty((c, h, w, n), dtype=cols.dtype)
     sizes = (np.int32(v) for v in (n, h, w, ho, wo, kh, kw, sh, sw))
     _kernel("col2im")(xp.ascontiguousarray(cols), *sizes, xt)
-    return xt.transpose(1, 0, 2, 3)
+    return xt.transpose(3, 0, 1, 2)
 
 
 def relu(x: Any) -> tuple[Any, Any]:

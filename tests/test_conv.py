@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minivae.nn import Conv2d, ConvTranspose2d, col2im, im2col
-from minivae.nn.conv import conv_output_size, conv_transpose_output_size, conv_transpose_stride1, im2col_loop
+from minivae.nn.conv import (
+    batch_last,
+    conv_output_size,
+    conv_transpose_output_size,
+    conv_transpose_stride1,
+    im2col_loop,
+)
 from minivae.nn.module import pad2d
 from minivae.nn.reference import (
     conv2d_loop,
@@ -139,7 +145,7 @@ def test_col2im_is_the_adjoint_of_im2col(c):
 
 
 @settings(max_examples=30, deadline=None)
-@given(conv_cases(), st.sampled_from(["contiguous", "channels_last", "cropped"]))
+@given(conv_cases(), st.sampled_from(["contiguous", "channels_last", "batch_last", "cropped"]))
 def test_strided_im2col_equals_the_loop_over_offsets(c, layout):
     """The one-copy window view reads the same entries as the 9 slice copies, whatever x's strides
     (a channels-last array, or a cropped view like the ones pad2d makes)."""
@@ -149,12 +155,55 @@ def test_strided_im2col_equals_the_loop_over_offsets(c, layout):
         return
     if layout == "channels_last":
         x = rng.standard_normal((n, h, w, cin)).transpose(0, 3, 1, 2)
+    elif layout == "batch_last":
+        x = rng.standard_normal((cin, h, w, n)).transpose(3, 0, 1, 2)
     elif layout == "cropped":
         x = rng.standard_normal((n, cin, h + 2, w + 3))[:, :, 1 : h + 1, 2 : w + 2]
     else:
         x = rng.standard_normal((n, cin, h, w))
     k, s = c["k"], c["s"]
     np.testing.assert_array_equal(im2col(x, k, k, s, s), im2col_loop(x, k, k, s, s))
+
+
+def is_batch_last(a) -> bool:
+    """a (N, C, H, W) is laid out in memory in the order (C, H, W, N), n innermost (possibly a crop of
+    such an array, as ConvTranspose2d's padding returns). Every axis here is longer than 1."""
+    s_n, s_c, s_h, s_w = a.strides
+    return s_n == a.itemsize and s_c > s_h > s_w > s_n
+
+
+@pytest.mark.parametrize("make", ["conv_s1", "conv_s2", "convt_s2", "convt_s1"])
+def test_layers_take_any_layout_and_return_batch_last(make):
+    """The same input (N, C, H, W)-contiguous or batch-last gives bit-identical outputs and gradients;
+    outputs and input gradients come back batch-last, and batch_last of a batch-last array is a view."""
+    rng = np.random.default_rng(7)
+    layer = {
+        "conv_s1": lambda: Conv2d(3, 4, 3, padding=1, rng=np.random.default_rng(1), dtype="float64"),
+        "conv_s2": lambda: Conv2d(3, 4, 3, stride=2, rng=np.random.default_rng(1), dtype="float64"),
+        "convt_s2": lambda: ConvTranspose2d(3, 4, 3, stride=2, rng=np.random.default_rng(1), dtype="float64"),
+        "convt_s1": lambda: ConvTranspose2d(
+            3, 4, 3, padding=1, rng=np.random.default_rng(1), dtype="float64"
+        ),
+    }[make]
+    x = rng.standard_normal((2, 3, 7, 6))
+    results = []
+    for xin in (x, batch_last(x)):
+        a = layer()
+        a.needs_input_grad = True
+        y = a.forward(xin)
+        dy = rng.standard_normal(y.shape) if not results else results[0][3]
+        dx = a.backward(dy if not results else batch_last(dy))
+        results.append((y, dx, {k: g.copy() for k, g in a.grads.items()}, dy))
+        assert is_batch_last(y) and is_batch_last(dx)
+    (y0, dx0, g0, _), (y1, dx1, g1, _) = results
+    np.testing.assert_array_equal(y0, y1)
+    np.testing.assert_array_equal(dx0, dx1)
+    for k in g0:
+        np.testing.assert_array_equal(g0[k], g1[k])
+    xb = batch_last(x)  # a copy of x's values, n innermost
+    assert not is_batch_last(x) and is_batch_last(xb) and not np.shares_memory(xb, x)
+    assert np.shares_memory(batch_last(xb), xb)  # already batch-last: no copy
+    np.testing.assert_array_equal(xb, x)
 
 
 def test_keras_same_shapes():
@@ -201,7 +250,7 @@ def test_a_stride1_input_gradient_is_a_convolution_with_the_flipped_kernel(c):
     y = layer.forward(x)
     dy = rng.standard_normal(y.shape)
     w_mat = layer.params["weight"].reshape(c["cout"], -1)  # (C_out, C_in*k*k)
-    dy_mat = dy.transpose(1, 0, 2, 3).reshape(c["cout"], -1)  # (C_out, N*Ho*Wo)
+    dy_mat = dy.transpose(1, 2, 3, 0).reshape(c["cout"], -1)  # (C_out, Ho*Wo*N), im2col's column order
     x_pad_shape = (x.shape[0], x.shape[1], x.shape[2] + 2 * p, x.shape[3] + 2 * p)
     general = pad2d(col2im(w_mat.T @ dy_mat, x_pad_shape, k, k, 1, 1), (-p, -p, -p, -p))
     np.testing.assert_allclose(layer.backward(dy), general, rtol=0, atol=TOL)

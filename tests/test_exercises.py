@@ -68,11 +68,11 @@ import numpy as np
 def im2col(x, kh, kw, sh, sw):
     n, c, h, w = x.shape
     ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-    cols = np.empty((c, kh, kw, n, ho, wo))
+    cols = np.empty((c, kh, kw, ho, wo, n))
     for i in range(kh):
         for j in range(kw):
-            cols[:, i, j] = x[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw].transpose(1, 0, 2, 3)
-    return cols.reshape(c * kh * kw, n * ho * wo)
+            cols[:, i, j] = x[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw].transpose(1, 2, 3, 0)
+    return cols.reshape(c * kh * kw, ho * wo * n)
 """,
     "col2im": """
 import numpy as np
@@ -80,12 +80,12 @@ import numpy as np
 def col2im(cols, x_shape, kh, kw, sh, sw):
     n, c, h, w = x_shape
     ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-    cols = cols.reshape(c, kh, kw, n, ho, wo)
-    x = np.zeros((c, n, h, w))
+    cols = cols.reshape(c, kh, kw, ho, wo, n)
+    x = np.zeros((c, h, w, n))
     for i in range(kh):
         for j in range(kw):
-            x[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw] += cols[:, i, j]
-    return x.transpose(1, 0, 2, 3)
+            x[:, i : i + sh * ho : sh, j : j + sw * wo : sw] += cols[:, i, j]
+    return x.transpose(3, 0, 1, 2)
 """,
     "reparam": """
 import numpy as np
@@ -156,7 +156,7 @@ CORRECT["conv2d"] = (
         """        raise NotImplementedError("exercise: write Conv2d.backward (dW, db and dx)")
 """,
         """        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        dy_mat = dy.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)
+        dy_mat = dy.transpose(1, 2, 3, 0).reshape(self.out_channels, -1)
         self.grads["weight"][...] = (dy_mat @ self.cols.T).reshape(self.grads["weight"].shape)
         self.grads["bias"][...] = dy.sum(axis=(0, 2, 3))
         w_mat = self.params["weight"].reshape(self.out_channels, -1)
@@ -172,9 +172,9 @@ UNFLIPPED_DX = """
         dy_pad = pad2d(dy, (kw - 1 - pw, kw - 1 - pw, kh - 1 - ph, kh - 1 - ph))
         ho, wo = dy_pad.shape[2] - kh + 1, dy_pad.shape[3] - kw + 1
         cols = minivae.nn.im2col(dy_pad, kh, kw, 1, 1)
-        return (w_t @ cols).reshape(self.in_channels, dy.shape[0], ho, wo).transpose(1, 0, 2, 3)
+        return (w_t @ cols).reshape(self.in_channels, ho, wo, dy.shape[0]).transpose(3, 0, 1, 2)
 """
-ONE_IMAGE = "dy_mat[:, : dy[0].size // self.out_channels] @ self.cols[:, : dy[0].size // self.out_channels].T"
+ONE_IMAGE = "dy_mat[:, :: dy.shape[0]] @ self.cols[:, :: dy.shape[0]].T"  # image 0's columns
 NAIVE_BCE = (
     "-(target * np.log(1 / (1 + np.exp(-logits))) + (1 - target) * np.log(1 - 1 / (1 + np.exp(-logits))))"
 )
@@ -230,7 +230,7 @@ BUGS = [
         "im2col",
         "rows_permuted",
         {
-            "np.empty((c, kh, kw, n, ho, wo))": "np.empty((kh, kw, c, n, ho, wo))",
+            "np.empty((c, kh, kw, ho, wo, n))": "np.empty((kh, kw, c, ho, wo, n))",
             "cols[:, i, j]": "cols[i, j]",
         },
     ),
@@ -238,7 +238,7 @@ BUGS = [
         "im2col",
         "rows_permuted",
         {
-            "np.empty((c, kh, kw, n, ho, wo))": "np.empty((c, kw, kh, n, ho, wo))",
+            "np.empty((c, kh, kw, ho, wo, n))": "np.empty((c, kw, kh, ho, wo, n))",
             "cols[:, i, j]": "cols[:, j, i]",
         },
     ),
@@ -246,14 +246,14 @@ BUGS = [
         "im2col",
         "columns_permuted",
         {
-            "np.empty((c, kh, kw, n, ho, wo))": "np.empty((c, kh, kw, n, wo, ho))",
-            ".transpose(1, 0, 2, 3)": ".transpose(1, 0, 3, 2)",
+            "np.empty((c, kh, kw, ho, wo, n))": "np.empty((c, kh, kw, n, ho, wo))",
+            ".transpose(1, 2, 3, 0)": ".transpose(1, 0, 2, 3)",
         },
     ),
     (
         "im2col",
         "transposed",
-        {"return cols.reshape(c * kh * kw, n * ho * wo)": "return cols.reshape(c * kh * kw, n * ho * wo).T"},
+        {"return cols.reshape(c * kh * kw, ho * wo * n)": "return cols.reshape(c * kh * kw, ho * wo * n).T"},
     ),
     (
         "im2col",
@@ -268,10 +268,10 @@ BUGS = [
         "col2im",
         "misplaced",
         {
-            "cols.reshape(c, kh, kw, n, ho, wo)": "cols.reshape(kh, kw, c, n, ho, wo).transpose(2, 0, 1, 3, 4, 5)"
+            "cols.reshape(c, kh, kw, ho, wo, n)": "cols.reshape(kh, kw, c, ho, wo, n).transpose(2, 0, 1, 3, 4, 5)"
         },
     ),
-    ("col2im", "axes_cnhw", {"return x.transpose(1, 0, 2, 3)": "return x"}),
+    ("col2im", "axes_chwn", {"return x.transpose(3, 0, 1, 2)": "return x"}),
     ("conv2d", "weight_one_image", {"dy_mat @ self.cols.T": ONE_IMAGE}),
     ("conv2d", "weight_averaged", {"(dy_mat @ self.cols.T)": "(dy_mat @ self.cols.T / dy.shape[0])"}),
     ("conv2d", "bias_averaged", {"dy.sum(axis=(0, 2, 3))": "dy.sum(axis=(2, 3)).mean(axis=0)"}),

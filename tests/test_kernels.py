@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from minivae import kernels
 from minivae.backend import to_numpy
 from minivae.nn import ReLU
-from minivae.nn.conv import col2im
+from minivae.nn.conv import batch_last, col2im
 from minivae.nn.losses import REDUCTIONS, _scale, bce_with_logits, kl_normal
 from minivae.nn.optim import Adam
 
@@ -79,7 +79,7 @@ def test_col2im_kernel_equals_the_loop_bit_for_bit(n, c, k, s, out, extra):
     fused = kernels.col2im(cupy.asarray(cols), (n, c, h, w), kh, kw, sh, sw)
     with kernels.off():
         loop = col2im(cupy.asarray(cols), (n, c, h, w), kh, kw, sh, sw)
-    assert fused.shape == (n, c, h, w) and fused.strides == loop.strides  # channel-major, as the loop's
+    assert fused.shape == (n, c, h, w) and fused.strides == loop.strides  # batch-last, as the loop's
     np.testing.assert_array_equal(to_numpy(fused), to_numpy(loop))
     np.testing.assert_array_equal(to_numpy(fused), col2im(cols, (n, c, h, w), kh, kw, sh, sw))
 
@@ -92,7 +92,7 @@ def test_relu_kernel_equals_the_two_lines_bit_for_bit(dtype, unfused):
 
     x = np.random.default_rng(0).standard_normal((4, 3, 5, 5)).astype(dtype)
     x.flat[:3] = [0.0, -0.0, np.nan]
-    xc = cupy.asarray(x).transpose(1, 0, 2, 3)  # a channel-major view, as the convolutions return
+    xc = batch_last(cupy.asarray(x))  # laid out (C, H, W, N), as the convolutions return it
     fused, ref = ReLU(), ReLU()
     y, y_ref = fused.forward(xc), unfused(ref.forward, xc)
     np.testing.assert_array_equal(to_numpy(y), to_numpy(y_ref))
@@ -206,8 +206,8 @@ def test_kernel_bodies_run_on_the_cpu_equal_the_library_lines(dtype, tmp_path):
         cols = rng.standard_normal((c * kh * kw, n * ho * wo)).astype(dtype)
         ints = [np.int32(v) for v in (n, h, w, ho, wo, kh, kw, sh, sw)]
         (xt,) = run_body_on_cpu("col2im", tmp_path, c * n * h * w, cols, *ints, out_dtypes=(dtype,))
-        loop = col2im(cols, (n, c, h, w), kh, kw, sh, sw).transpose(1, 0, 2, 3)  # (C, N, H, W)
-        np.testing.assert_array_equal(xt.reshape(c, n, h, w), loop)  # the same adds in the same order
+        loop = col2im(cols, (n, c, h, w), kh, kw, sh, sw).transpose(1, 2, 3, 0)  # (C, H, W, N)
+        np.testing.assert_array_equal(xt.reshape(c, h, w, n), loop)  # the same adds in the same order
     x = rng.standard_normal(500).astype(dtype)
     x[:3] = [0.0, -0.0, np.nan]
     y, mask = run_body_on_cpu("relu", tmp_path, x.size, x, out_dtypes=(dtype, np.bool_))

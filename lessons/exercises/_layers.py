@@ -386,12 +386,12 @@ IM2COL_DIAGNOSES = (
     ),
     Diagnosis(
         "columns_permuted",
-        "the right windows in the wrong column order: column index (n, r, q), image slowest, output column fastest",
+        "the right windows in the wrong column order: column index (r, q, n), output row slowest, image fastest",
         lambda p: same_rows(np.asarray(p["p"]["cols"]).T, p["p"]["cols_ref"].T),
     ),
     Diagnosis(
         "transposed",
-        "cols is transposed: it should be (C*kh*kw, N*Ho*Wo), one column per window",
+        "cols is transposed: it should be (C*kh*kw, Ho*Wo*N), one column per window",
         lambda p: close(p["p"]["cols"], p["p"]["cols_ref"].T),
     ),
     Diagnosis(
@@ -469,13 +469,13 @@ COL2IM_DIAGNOSES = (
     Diagnosis(
         "misplaced",
         "each pixel receives the right number of entries but not the right ones: read cols in the order "
-        "im2col writes them, rows (c, i, j) and columns (n, r, q)",
+        "im2col writes them, rows (c, i, j) and columns (r, q, n)",
         lambda p: close(p["p"]["ones"], p["p"]["ones_ref"]) and not close(p["p"]["y"], p["p"]["y_ref"]),
     ),
     Diagnosis(
-        "axes_cnhw",
-        "the result is laid out (C, N, H, W): transpose it to (N, C, H, W)",
-        lambda p: close(p["p"]["y"], p["p"]["y_ref"].transpose(1, 0, 2, 3)),
+        "axes_chwn",
+        "the result is shaped (C, H, W, N), as the columns are ordered: transpose it to (N, C, H, W)",
+        lambda p: close(p["p"]["y"], p["p"]["y_ref"].transpose(1, 2, 3, 0)),
     ),
 )
 
@@ -530,7 +530,7 @@ def one_image_dw(weight: np.ndarray, x: np.ndarray, dy: np.ndarray) -> np.ndarra
 CONV2D_DIAGNOSES = (
     Diagnosis(
         "weight_one_image",
-        "dW equals one image's contribution: sum dy_mat @ cols.T over the whole batch (all N*Ho*Wo columns)",
+        "dW equals one image's contribution: sum dy_mat @ cols.T over the whole batch (all Ho*Wo*N columns)",
         lambda p: any(close(p["p"]["grads"]["weight"], dw) for dw in p["p"]["dw_one"]),
     ),
     Diagnosis(

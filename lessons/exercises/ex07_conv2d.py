@@ -2,13 +2,13 @@
 
     x: (N, C_in, H, W);  W: (C_out, C_in, kh, kw);  b: (C_out,);  stride s, padding p
     forward (given below):  x_pad = x padded by p on each side,
-        cols = im2col(x_pad)                          (C_in*kh*kw, N*Ho*Wo), cached as self.cols
+        cols = im2col(x_pad)                          (C_in*kh*kw, Ho*Wo*N), cached as self.cols
         y = W.reshape(C_out, -1) @ cols + b           reshaped to (N, C_out, Ho, Wo)
     and self.x_pad_shape = x_pad.shape is cached too.
 
 backward(dy), dy: (N, C_out, Ho, Wo), must write self.grads["weight"] (C_out, C_in, kh, kw) and
 self.grads["bias"] (C_out,) in place, and return dx (N, C_in, H, W). Lay dy out like y's matrix
-first, dy_mat: (C_out, N*Ho*Wo) (mind the axis order: columns are (n, r, q)). Then it is the Linear
+first, dy_mat: (C_out, Ho*Wo*N) (mind the axis order: columns are (r, q, n)). Then it is the Linear
 backward again, with cols in the role of x; dcols goes back to pixels with col2im (minivae.nn.col2im,
 or yours), and the padding's gradient is dropped.
 
@@ -33,7 +33,7 @@ class Conv2d(minivae.nn.Conv2d):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         x_pad = pad2d(x, (pw, pw, ph, ph))  # (N, C_in, H + 2p, W + 2p)
         self.x_pad_shape = x_pad.shape
-        self.cols = im2col(x_pad, kh, kw, sh, sw)  # (C_in*kh*kw, N*Ho*Wo)
+        self.cols = im2col(x_pad, kh, kw, sh, sw)  # (C_in*kh*kw, Ho*Wo*N)
         return super().forward(x)  # (N, C_out, Ho, Wo)
 
     def backward(self, dy: Any) -> Any:  # dy: (N, C_out, Ho, Wo)

@@ -2,13 +2,25 @@
 
 im2col turns every kH x kW window of the input into a column, so a convolution becomes
 
-    y = W_mat @ cols        W_mat: (C_out, C_in*kH*kW),  cols: (C_in*kH*kW, N*H_out*W_out)
+    y = W_mat @ cols        W_mat: (C_out, C_in*kH*kW),  cols: (C_in*kH*kW, H_out*W_out*N)
 
 im2col reads every window at once through a strided view of x and copies it once; im2col_loop shows
 the same as a loop over the kH*kW kernel offsets (9 for a 3x3 kernel), never over pixels or over the
 batch: offset (i, j) reads the strided slice x[:, :, i : i + s*H_out : s, j : j + s*W_out : s].
 col2im is its adjoint: it adds each column entry back onto the pixel it came from, which is exactly
 the backward of im2col, and also the forward of a transposed convolution.
+
+Memory layout. Every array here has PyTorch's shape (N, C, H, W), but the convolutions keep their
+activations and gradients laid out in memory as (C, H, W, N), the batch innermost (batch_last), as
+cuda-convnet did. The columns are ordered (r, q, n) to match: the product's output (C_out, H_out*W_out*N)
+is then y's memory as it stands, and each of im2col's and col2im's slices is a run of W*N (stride 1)
+or N (stride 2) neighbouring floats instead of W_out. NumPy handles long runs far faster than many
+runs of 14: on the 2-core AVX2 CPU one 64-channel im2col at batch 128 copies in 9 ms instead of 13, a
+stride-2 col2im adds in 12 ms instead of 36, and the conv step is 0.82 of its time with the columns
+ordered (n, r, q) (interleaved runs of benchmarks/bench_train_step.py, docs/performance.md). The
+layers accept any layout and call batch_last on what comes in, so a (N, C, H, W)-contiguous image or
+a Linear layer's gradient is copied once, at the boundary; a Flatten of a batch-last array is a view
+that a Linear reads as it is (BLAS takes either order).
 """
 
 from __future__ import annotations
@@ -37,10 +49,20 @@ def conv_transpose_output_size(size: int, kernel: int, stride: int, padding: int
     return (size - 1) * stride - 2 * padding + kernel + output_padding
 
 
-def im2col(x: Any, kh: int, kw: int, sh: int, sw: int) -> Any:
-    """x: (N, C, H, W), already padded -> cols: (C*kh*kw, N*Ho*Wo), rows ordered (c, i, j).
+def batch_last(x: Any) -> Any:
+    """x (N, C, H, W), laid out in memory as (C, H, W, N): x itself when it already is, else one copy.
 
-    cols[c, i, j, n, r, q] = x[n, c, i + sh*r, j + sw*q]: every entry is a fixed number of bytes away
+    The values and the shape are x's; only the order of the bytes changes (x.strides becomes
+    (4, 4*H*W*N, 4*W*N, 4*N) for float32), so that n is the innermost axis in memory.
+    """
+    xp = get_array_module(x)
+    return xp.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+
+
+def im2col(x: Any, kh: int, kw: int, sh: int, sw: int) -> Any:
+    """x: (N, C, H, W), already padded -> cols: (C*kh*kw, Ho*Wo*N), rows (c, i, j), columns (r, q, n).
+
+    cols[c, i, j, r, q, n] = x[n, c, i + sh*r, j + sw*q]: every entry is a fixed number of bytes away
     from x's first one, so the 6-D "window view" below reads x in place with strides (no copy), and a
     single copy lays it out as the column matrix. (im2col_loop does the same with one slice per offset.)
     """
@@ -49,38 +71,40 @@ def im2col(x: Any, kh: int, kw: int, sh: int, sw: int) -> Any:
     ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
     s_n, s_c, s_h, s_w = x.strides  # bytes between neighbours along each axis of x
     windows = xp.lib.stride_tricks.as_strided(
-        x, shape=(c, kh, kw, n, ho, wo), strides=(s_c, s_h, s_w, s_n, sh * s_h, sw * s_w)
+        x, shape=(c, kh, kw, ho, wo, n), strides=(s_c, s_h, s_w, sh * s_h, sw * s_w, s_n)
     )
-    return xp.ascontiguousarray(windows).reshape(c * kh * kw, n * ho * wo)
+    return xp.ascontiguousarray(windows).reshape(c * kh * kw, ho * wo * n)
 
 
 def im2col_loop(x: Any, kh: int, kw: int, sh: int, sw: int) -> Any:
-    """im2col written as kh*kw slice copies: offset (i, j) copies x[:, :, i::sh, j::sw] (cropped)."""
+    """im2col written as kh*kw slice copies: offset (i, j) copies x[:, :, i::sh, j::sw] (cropped),
+    viewed as (C, Ho, Wo, N)."""
     xp = get_array_module(x)
     n, c, h, w = x.shape
     ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-    cols = xp.empty((c, kh, kw, n, ho, wo), dtype=x.dtype)
-    xt = x.transpose(1, 0, 2, 3)  # (C, N, H, W): a view, so each slice copies straight into place
+    cols = xp.empty((c, kh, kw, ho, wo, n), dtype=x.dtype)
+    xt = x.transpose(1, 2, 3, 0)  # (C, H, W, N): a view, so each slice copies straight into place
     for i in range(kh):
         for j in range(kw):
-            cols[:, i, j] = xt[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw]
-    return cols.reshape(c * kh * kw, n * ho * wo)
+            cols[:, i, j] = xt[:, i : i + sh * ho : sh, j : j + sw * wo : sw]
+    return cols.reshape(c * kh * kw, ho * wo * n)
 
 
 def col2im(cols: Any, x_shape: tuple[int, int, int, int], kh: int, kw: int, sh: int, sw: int) -> Any:
-    """Adjoint of im2col: cols (C*kh*kw, N*Ho*Wo) -> x (N, C, H, W), overlapping entries summed.
+    """Adjoint of im2col: cols (C*kh*kw, Ho*Wo*N) -> x (N, C, H, W), batch-last in memory, overlapping
+    entries summed.
     On CuPy the same sums run as one kernel (minivae.kernels.col2im) instead of a fill and kh*kw adds."""
     xp = get_array_module(cols)
     if kernels.use(xp):
         return kernels.col2im(cols, x_shape, kh, kw, sh, sw)
     n, c, h, w = x_shape
     ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-    cols = cols.reshape(c, kh, kw, n, ho, wo)
-    xt = xp.zeros((c, n, h, w), dtype=cols.dtype)
+    cols = cols.reshape(c, kh, kw, ho, wo, n)
+    xt = xp.zeros((c, h, w, n), dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
-            xt[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw] += cols[:, i, j]
-    return xt.transpose(1, 0, 2, 3)  # (N, C, H, W)
+            xt[:, i : i + sh * ho : sh, j : j + sw * wo : sw] += cols[:, i, j]
+    return xt.transpose(3, 0, 1, 2)  # (N, C, H, W)
 
 
 def conv_transpose_stride1(x: Any, weight: Any, padding: tuple[int, int]) -> Any:
@@ -93,16 +117,16 @@ def conv_transpose_stride1(x: Any, weight: Any, padding: tuple[int, int]) -> Any
     With i' = k - 1 - i that is a cross-correlation of x padded by k - 1 - p with the kernel flipped in
     both axes and its channels swapped. So at stride 1, ConvTranspose2d's forward and Conv2d's input
     gradient equal this (lesson 5 checks it). Conv2d.backward takes it at stride 1: one im2col and one
-    product, where col2im is a product and kh*kw strided adds, which is 6 % of the conv step on the
-    2-core CPU (interleaved A/B, docs/performance.md).
+    product, where col2im is a product and kh*kw strided adds. For one 64-channel layer at batch 128
+    on the 2-core AVX2 CPU that is 30 ms against 43 (median of 15 calls each, three times over).
     """
     c_in, c_out, kh, kw = weight.shape
     ph, pw = padding
     w_flip = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c_out, -1)  # (C_out, C_in*kh*kw)
-    x_pad = pad2d(x, (kw - 1 - pw, kw - 1 - pw, kh - 1 - ph, kh - 1 - ph))
+    x_pad = pad2d(batch_last(x), (kw - 1 - pw, kw - 1 - pw, kh - 1 - ph, kh - 1 - ph))
     n, ho, wo = x.shape[0], x_pad.shape[2] - kh + 1, x_pad.shape[3] - kw + 1
-    y = w_flip @ im2col(x_pad, kh, kw, 1, 1)  # (C_out, N*Ho*Wo)
-    return y.reshape(c_out, n, ho, wo).transpose(1, 0, 2, 3)
+    y = w_flip @ im2col(x_pad, kh, kw, 1, 1)  # (C_out, Ho*Wo*N)
+    return y.reshape(c_out, ho, wo, n).transpose(3, 0, 1, 2)
 
 
 class _ConvBase(Module):
@@ -156,18 +180,19 @@ class Conv2d(_ConvBase):
     def forward(self, x: Any) -> Any:  # x: (N, C_in, H, W)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         n = x.shape[0]
-        x_pad = pad2d(x, (pw, pw, ph, ph))
+        x_pad = pad2d(batch_last(x), (pw, pw, ph, ph))
         ho = conv_output_size(x.shape[2], kh, sh, ph)
         wo = conv_output_size(x.shape[3], kw, sw, pw)
         self.x_pad_shape = x_pad.shape
-        self.cols = im2col(x_pad, kh, kw, sh, sw)  # (C_in*kh*kw, N*Ho*Wo)
+        self.cols = im2col(x_pad, kh, kw, sh, sw)  # (C_in*kh*kw, Ho*Wo*N)
         w_mat = self.params["weight"].reshape(self.out_channels, -1)  # (C_out, C_in*kh*kw)
-        y = (w_mat @ self.cols).reshape(self.out_channels, n, ho, wo).transpose(1, 0, 2, 3)
+        y = (w_mat @ self.cols).reshape(self.out_channels, ho, wo, n).transpose(3, 0, 1, 2)
         return self._add_bias(y)  # (N, C_out, Ho, Wo)
 
     def backward(self, dy: Any) -> Any:  # dy: (N, C_out, Ho, Wo)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        dy_mat = dy.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)  # (C_out, N*Ho*Wo)
+        dy = batch_last(dy)  # one copy when dy comes from a Linear (Flatten's backward), else a view
+        dy_mat = dy.transpose(1, 2, 3, 0).reshape(self.out_channels, -1)  # (C_out, Ho*Wo*N): a view
         self.grads["weight"][...] = (dy_mat @ self.cols.T).reshape(self.grads["weight"].shape)
         self._bias_grad(dy)
         if not self.needs_input_grad:
@@ -194,7 +219,7 @@ class ConvTranspose2d(_ConvBase):
         full = col2im(W_mat.T @ x_mat),  full: (N, C_out, (H-1)s + kH, ...),
     and the result keeps rows [p, p + H_out) of it (output_padding adds rows past the end, zero before
     the bias). Backward is therefore a plain convolution: dx = W_mat @ im2col(d_full).
-    Caches x_mat, the input as (C_in, N*H*W).
+    Caches x_mat, the input as (C_in, H*W*N).
     """
 
     def __init__(
@@ -230,19 +255,21 @@ class ConvTranspose2d(_ConvBase):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         n, _, h, w = x.shape
         self.in_hw = (h, w)
-        self.x_mat = x.transpose(1, 0, 2, 3).reshape(self.in_channels, -1)  # (C_in, N*H*W)
+        x = batch_last(x)  # so that x_mat below is a view
+        self.x_mat = x.transpose(1, 2, 3, 0).reshape(self.in_channels, -1)  # (C_in, H*W*N): a view
         w_mat = self.params["weight"].reshape(self.in_channels, -1)  # (C_in, C_out*kh*kw)
         full = col2im(w_mat.T @ self.x_mat, self._full_shape(n, h, w), kh, kw, sh, sw)
         return self._add_bias(pad2d(full, (-pw, -pw, -ph, -ph)))  # keep [p, p + H_out)
 
     def backward(self, dy: Any) -> Any:  # dy: (N, C_out, H_out, W_out)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        dy = batch_last(dy)
         self._bias_grad(dy)
-        cols = im2col(pad2d(dy, (pw, pw, ph, ph)), kh, kw, sh, sw)  # (C_out*kh*kw, N*H*W)
+        cols = im2col(pad2d(dy, (pw, pw, ph, ph)), kh, kw, sh, sw)  # (C_out*kh*kw, H*W*N)
         self.grads["weight"][...] = (self.x_mat @ cols.T).reshape(self.grads["weight"].shape)
         w_mat = self.params["weight"].reshape(self.in_channels, -1)  # (C_in, C_out*kh*kw)
-        dx_mat = w_mat @ cols  # (C_in, N*H*W)
-        return dx_mat.reshape(self.in_channels, dy.shape[0], *self.in_hw).transpose(1, 0, 2, 3)
+        dx_mat = w_mat @ cols  # (C_in, H*W*N)
+        return dx_mat.reshape(self.in_channels, *self.in_hw, dy.shape[0]).transpose(3, 0, 1, 2)
 
     def extra_repr(self) -> str:
         return (

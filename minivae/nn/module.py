@@ -236,7 +236,7 @@ def pad2d(x: Any, padding: tuple[int, int, int, int]) -> Any:
     """Zero-pad positive sides, crop negative sides of x (N, C, H, W); padding = (left, right, top, bottom).
 
     Returns (N, C, H + top + bottom, W + left + right). The result keeps x's memory layout (the
-    convolutions leave activations channel-major), so the next im2col reads it contiguously.
+    convolutions keep activations batch-last, minivae.nn.conv), so the next im2col reads long runs.
     """
     left, right, top, bottom = padding
     n, c, h, w = x.shape
