@@ -13,14 +13,14 @@ the backward of im2col, and also the forward of a transposed convolution.
 Memory layout. Every array here has PyTorch's shape (N, C, H, W), but the convolutions keep their
 activations and gradients laid out in memory as (C, H, W, N), the batch innermost (batch_last), as
 cuda-convnet did. The columns are ordered (r, q, n) to match: the product's output (C_out, H_out*W_out*N)
-is then y's memory as it stands, and each of im2col's and col2im's slices is a run of W*N (stride 1)
-or N (stride 2) neighbouring floats instead of W_out. NumPy handles long runs far faster than many
-runs of 14: on the 2-core AVX2 CPU one 64-channel im2col at batch 128 copies in 9 ms instead of 13, a
-stride-2 col2im adds in 12 ms instead of 36, and the conv step is 0.82 of its time with the columns
-ordered (n, r, q) (interleaved runs of benchmarks/bench_train_step.py, docs/performance.md). The
-layers accept any layout and call batch_last on what comes in, so a (N, C, H, W)-contiguous image or
-a Linear layer's gradient is copied once, at the boundary; a Flatten of a batch-last array is a view
-that a Linear reads as it is (BLAS takes either order).
+is then y's memory as it stands, and each of im2col's and col2im's slices is a run of W_out*N (stride
+1) or N (stride 2) neighbouring floats instead of W_out. NumPy handles long runs far faster than many
+runs of 14: on the 2-core AVX2 CPU, at batch 128, one 64-channel im2col copies in 4.5 ms instead of
+8 to 9, a stride-2 col2im adds in 6.5 ms instead of 14, and the conv step takes 0.82 to 0.95 of its
+time with the columns ordered (n, r, q) (interleaved runs of benchmarks/bench_train_step.py,
+docs/performance.md). The layers accept any layout and call batch_last on what comes in, so an
+(N, C, H, W)-contiguous image or a Linear layer's gradient is copied once, at the boundary; a Flatten
+of a batch-last array is a view that a Linear reads as it is (BLAS takes either order).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def conv_transpose_stride1(x: Any, weight: Any, padding: tuple[int, int]) -> Any
     both axes and its channels swapped. So at stride 1, ConvTranspose2d's forward and Conv2d's input
     gradient equal this (lesson 5 checks it). Conv2d.backward takes it at stride 1: one im2col and one
     product, where col2im is a product and kh*kw strided adds. For one 64-channel layer at batch 128
-    on the 2-core AVX2 CPU that is 30 ms against 43 (median of 15 calls each, three times over).
+    on the 2-core AVX2 CPU that is 21 ms against 25 (medians of 15 calls each, three times over).
     """
     c_in, c_out, kh, kw = weight.shape
     ph, pw = padding
