@@ -340,3 +340,52 @@ def test_every_benchmark_command_quoted_names_a_script_and_flags_that_exist():
         ).stdout
         missing = {f for f in flags if f not in help_text}
         assert not missing, f"{script} has no {missing}"
+
+
+def test_conv_routes_compute_the_layers_forward_and_gradients():
+    """conv_routes.py's other routes (bands of output rows, shifted products) give the Conv2d's y, dW and dx,
+    and its batch-last Linear gives the library Linear's numbers with y laid out (out, N)."""
+    import conv_routes
+    import numpy as np
+
+    from minivae.nn import Conv2d, Linear
+    from minivae.nn.conv import batch_last
+
+    rng = np.random.default_rng(0)
+    layer = Conv2d(3, 4, 3, padding=1, rng=rng, dtype="float64")
+    x = batch_last(rng.standard_normal((2, 3, 5, 6)))
+    dy = batch_last(rng.standard_normal((2, 4, 5, 6)))
+    routes = conv_routes.layer_routes(layer, x, dy, rows=[1, 2, 5])
+    assert list(routes) == ["im2col", "bands 1", "bands 2", "bands 5", "shifted"]
+    ref = [np.array(a) for a in routes["im2col"]()]
+    assert [a.shape for a in ref] == [(4, 5, 6, 2), (4, 3, 3, 3), (3, 5, 6, 2)]
+    for name, route in routes.items():
+        for a, b in zip(route(), ref):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-12, err_msg=name)
+
+    lin, blin = (Linear(7, 5, rng=np.random.default_rng(1), dtype="float64") for _ in range(2))
+    blin.__class__ = conv_routes.BatchLastLinear
+    xs, dys = rng.standard_normal((3, 7)), rng.standard_normal((3, 5))
+    y = blin.forward(xs)
+    assert y.T.flags.c_contiguous and not y.flags.c_contiguous  # (N, out) stored as (out, N)
+    np.testing.assert_allclose(y, lin.forward(xs), rtol=1e-13)
+    np.testing.assert_allclose(blin.backward(dys), lin.backward(dys), rtol=1e-13)
+    np.testing.assert_allclose(blin.grads["weight"], lin.grads["weight"], rtol=1e-13)
+
+
+def test_conv_routes_prints_a_table_of_the_routes(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "conv_routes.py"), "--batch", "2", "--rows", "3",
+         "--calls", "1", "--rounds", "2", "--threads", "1"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "BLAS threads: 1; float32 GEMM" in proc.stdout
+    assert "one 64-channel 3x3 layer, 14 x 14, batch 2: y, dW, dx in ms" in proc.stdout
+    assert "| im2col | " in proc.stdout and "| 1.00, 1.00 |" in proc.stdout
+    assert "| bands 3 | " in proc.stdout and "| shifted | " in proc.stdout
+    step = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "conv_routes.py"), "--step", "--batch", "2", "--steps", "1",
+         "--rounds", "1", "--threads", "1"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "conv step @2: batch-last boundaries / library, each round: " in step.stdout
