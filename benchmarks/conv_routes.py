@@ -27,8 +27,9 @@ boundaries (encoder.10, decoder.0) writing y and dx in the batch-last layout the
 (y^T = W x^T and dx^T = W^T dy^T, so that no copy and no ReLU over mixed layouts follows), against the
 library's Linear; two models in one process, their steps interleaved in blocks of 5.
 
-Before timing, a few 2048 x 2048 products: on the 2-core AVX2 CPU this layer's product took 47 ms in a
-process where no large product had run yet, and 26 ms after one.
+Before timing, a few 2048 x 2048 products: on the 2-core AVX2 CPU, in a fresh process, this layer's
+product took 42 to 47 ms until a square product had run (one of 256 x 256 is enough), and 25 to 28 ms
+after it. The training step needs no such warm-up: its own products do it.
 """
 
 from __future__ import annotations
