@@ -144,7 +144,8 @@ def layer_routes(layer: Conv2d, x: Any, dy: Any, rows: list[int]) -> dict[str, A
     def bands_route(r: int):
         def run():
             x_pad = pad2d(x, (p, p, p, p))
-            y = conv_in_bands(x_pad, w, r) + layer.params["bias"][:, None]
+            y = conv_in_bands(x_pad, w, r)
+            y += layer.params["bias"][:, None]
             dw = dw_in_bands(x_pad, dy_mat, k, r).reshape(w.shape)
             dx = conv_in_bands(pad2d(dy, (k - 1 - p,) * 4), flipped(w), r)
             return y.reshape(c_out, *hw, n), dw, dx.reshape(c_in, *hw, n)
@@ -152,7 +153,8 @@ def layer_routes(layer: Conv2d, x: Any, dy: Any, rows: list[int]) -> dict[str, A
         return run
 
     def shifted_route():
-        y = conv_shifted(x, w, p) + layer.params["bias"][:, None, None, None]
+        y = conv_shifted(x, w, p)
+        y += layer.params["bias"][:, None, None, None]
         return y, dw_shifted(x, dy, k, p), conv_shifted(dy, flipped(w), k - 1 - p)
 
     return {"im2col": im2col_route, **{f"bands {r}": bands_route(r) for r in rows}, "shifted": shifted_route}
