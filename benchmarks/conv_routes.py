@@ -99,8 +99,9 @@ def shift(flat: Any, i: int, j: int, wp: int, n: int, length: int) -> Any:
     return flat[:, start : start + length]
 
 
-def conv_shifted(x: Any, weight: Any, p: int) -> Any:
-    """Stride-1 convolution as nine shifted products. -> (C_out, Ho, Wo, N), a view of the wide result."""
+def conv_shifted(x: Any, weight: Any, p: int) -> tuple[Any, Any]:
+    """Stride-1 convolution as nine shifted products. -> y (C_out, Ho, Wo, N), a view of the wide result,
+    and the flattened padded x, which the weight gradient reads again (as Conv2d keeps its columns)."""
     c_out, _, k, _ = weight.shape
     n, _, h, w = x.shape
     ho, wo, wp = h + 2 * p - k + 1, w + 2 * p - k + 1, w + 2 * p
@@ -110,18 +111,19 @@ def conv_shifted(x: Any, weight: Any, p: int) -> Any:
         for j in range(k):
             if i or j:
                 y += weight[:, :, i, j] @ shift(flat, i, j, wp, n, length)
-    return y.reshape(c_out, ho, wp, n)[:, :, :wo]
+    return y.reshape(c_out, ho, wp, n)[:, :, :wo], flat
 
 
-def dw_shifted(x: Any, dy: Any, k: int, p: int) -> Any:
-    """dW[:, :, i, j] = dy_wide @ shift(x_pad, i, j).T, nine products, no columns. -> (C_out, C_in, k, k)."""
-    n, c_in, h, w = x.shape
-    c_out, ho, wo, wp = dy.shape[1], dy.shape[2], dy.shape[3], w + 2 * p
-    flat, length = wide_padded(x, p, k), ho * wp * n
+def dw_shifted(flat: Any, dy: Any, k: int) -> Any:
+    """dW[:, :, i, j] = dy_wide @ shift(x_pad, i, j).T, nine products, no columns; flat: conv_shifted's
+    padded x. -> (C_out, C_in, k, k)."""
+    n, c_out, ho, wo = dy.shape
+    wp = wo + k - 1  # stride 1: the padded width
+    length = ho * wp * n
     dy_wide = np.zeros((c_out, ho, wp, n), dy.dtype)
     dy_wide[:, :, :wo] = dy.transpose(1, 2, 3, 0)
     dy_wide = dy_wide.reshape(c_out, -1)
-    dw = np.empty((c_out, c_in, k, k), dy.dtype)
+    dw = np.empty((c_out, flat.shape[0], k, k), dy.dtype)
     for i in range(k):
         for j in range(k):
             dw[:, :, i, j] = dy_wide @ shift(flat, i, j, wp, n, length).T
@@ -153,9 +155,9 @@ def layer_routes(layer: Conv2d, x: Any, dy: Any, rows: list[int]) -> dict[str, A
         return run
 
     def shifted_route():
-        y = conv_shifted(x, w, p)
+        y, x_flat = conv_shifted(x, w, p)
         y += layer.params["bias"][:, None, None, None]
-        return y, dw_shifted(x, dy, k, p), conv_shifted(dy, flipped(w), k - 1 - p)
+        return y, dw_shifted(x_flat, dy, k), conv_shifted(dy, flipped(w), k - 1 - p)[0]
 
     return {"im2col": im2col_route, **{f"bands {r}": bands_route(r) for r in rows}, "shifted": shifted_route}
 
