@@ -32,6 +32,9 @@ check of the method: expect 1.0). Speed goals live here, never in the test suite
 
 from __future__ import annotations
 
+import minivae  # first: before NumPy loads OpenBLAS, as in `minivae train` (minivae.threads)
+
+# isort: split
 import argparse
 import contextlib
 import json
@@ -412,6 +415,10 @@ def describe_machine() -> tuple[dict[str, Any], list[str]]:
         f"{lib['num_threads']} threads"
         for lib in blas
     ]
+    spin = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "unset: 28")
+    sleep = "sleep soon after a product" if threads.blas_threads_sleep() else "spin"
+    info["openblas_thread_timeout"] = spin
+    lines.append(f"OPENBLAS_THREAD_TIMEOUT={spin}: OpenBLAS's idle threads {sleep} (minivae.threads)")
     lines.append(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min)")
     warning = coretype_warning(cpu, blas, dict(os.environ))
     if warning:
@@ -434,7 +441,8 @@ def busy_processes(n: int) -> Iterator[list[subprocess.Popen]]:
 
 
 def openblas_setter() -> Any:
-    """set(n): OpenBLAS's thread count, in microseconds (a ctypes call), leaving PyTorch's OpenMP alone."""
+    """set(n): OpenBLAS's thread count and minivae's parts (threads.set_parts), in microseconds (a ctypes
+    call), leaving PyTorch's OpenMP alone."""
     from threadpoolctl import ThreadpoolController
 
     libs = [c for c in ThreadpoolController().lib_controllers if c.internal_api == "openblas"]
@@ -442,6 +450,7 @@ def openblas_setter() -> Any:
     def set_threads(n: int) -> None:
         for lib in libs:
             lib.set_num_threads(n)
+        threads.set_parts(n)  # NumPy's passes follow, as threads.apply sets them
 
     return set_threads
 
@@ -495,7 +504,7 @@ def print_profile(args: argparse.Namespace, backends: list[str], settings: list[
     for name, arch, batch, on in (
         (n, a, b, on) for n in backends for a in args.arch for b in args.batch for on in settings
     ):
-        with kernels_set(on):
+        with kernels_set(on), threads.limit(args.threads):  # the threads and parts a run would use
             rows = profile(arch, batch, get_backend(name), args.steps)
         total = sum(v for _, v in rows)
         print(
@@ -513,8 +522,6 @@ def main() -> int:
     if args.profile:
         print_profile(args, backends, settings)
         return 0
-
-    import minivae
 
     machine, lines = describe_machine()
     print("\n".join(lines))

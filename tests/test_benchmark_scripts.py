@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -96,7 +98,8 @@ def test_count_ops_counts_each_array_operation_once_whatever_the_batch():
 def test_count_ops_counts_each_fused_kernel_as_one():
     """On CuPy the conv step's 3 col2im calls (the stride-2 Conv2d's input gradient, 2 ConvTranspose2d forwards), 7 ReLU
     forwards, BCE, KL and Adam are one kernel each; --unfused counts the lines they stand for (a fill and 9 adds
-    per col2im, a compare and a multiply per ReLU, 13 for BCE, 8 for KL, 15 for Adam's three lines)."""
+    per col2im, a compare and a multiply per ReLU, 15 for BCE (13 and the copies of its rows into the value's
+    and the gradient's arrays, minivae.threads.in_parts), 8 for KL, 15 for Adam's three lines)."""
     from count_ops import FUSED, count_step
 
     from minivae import kernels
@@ -110,7 +113,7 @@ def test_count_ops_counts_each_fused_kernel_as_one():
         == 1
     )
     assert not any("(CuPy)" in k for k in unfused)
-    assert sum(unfused.values()) - sum(fused.values()) == 3 * (10 - 1) + 7 * (2 - 1) + (13 - 1) + (8 - 1) + (
+    assert sum(unfused.values()) - sum(fused.values()) == 3 * (10 - 1) + 7 * (2 - 1) + (15 - 1) + (8 - 1) + (
         15 - 1
     )
     # every kernel of minivae.kernels is stood in for: one that is not would be counted as its CuPy call's
@@ -139,7 +142,8 @@ def test_count_ops_counts_arithmetic_on_a_loss_value():
         OPS.clear()
         with kernels.off():
             bce_with_logits(x, x)  # the library's lines: the other divide is the sigmoid's
-        assert OPS["sum"] == 1 and OPS["divide"] == 2 and sum(OPS.values()) == 15
+        assert OPS["sum"] == 1 and OPS["divide"] == 2 and sum(OPS.values()) == 17
+        assert OPS["copy into a slice"] == 2  # the rows into the value's and the gradient's arrays
         layer = Linear(3, 2)
         for k in layer.params:  # as count_step does: the layer's own arrays count too
             layer.params[k], layer.grads[k] = (
@@ -262,6 +266,9 @@ def test_bench_says_what_it_ran_on_and_times_beside_a_busy_process(tmp_path):
     assert head[0].startswith("CPU: ") and "cores for this process" in head[0], head
     assert any(line.startswith("openblas ") and ", 1 threads" in line for line in head), head
     assert any(line.startswith("load average at start: ") for line in head), head
+    assert any(line.startswith("OPENBLAS_THREAD_TIMEOUT=") for line in head), (
+        head
+    )  # do its idle threads sleep
     data = json.loads(out.read_text())
     assert len(data["info"]["loadavg_at_start"]) == 3 and isinstance(data["info"]["avx2"], bool)
     rows = data["results"]
@@ -389,3 +396,28 @@ def test_conv_routes_prints_a_table_of_the_routes(tmp_path):
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "conv step @2: batch-last boundaries / library, each round: " in step.stdout
+
+
+def test_ab_parts_times_passes_in_parts_against_whole_and_finds_the_same_weights():
+    """Run as a user runs it (minivae imported before NumPy, so OpenBLAS's idle threads sleep), on two
+    threads: every round's weights bit-identical, each (arch, batch) a median ratio."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_NUM_THREADS")
+    }
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ab_parts.py"), "--arch", "mlp", "conv", "--batch", "96",
+         "--steps", "2", "--rounds", "1", "--threads", "2"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    if proc.returncode == 2 and "nothing to compare" in proc.stderr:
+        pytest.skip(proc.stderr.strip())  # NumPy's BLAS is not OpenBLAS here
+    assert proc.returncode == 0, proc.stderr
+    assert "BLAS threads: 2; passes in 2 parts" in proc.stdout
+    assert proc.stdout.count("weights bit-identical: True") == 2 and "False" not in proc.stdout
+    assert "mlp @96: parts / whole, median of 1: " in proc.stdout
+    assert "conv @96: parts / whole, median of 1: " in proc.stdout
+    whole = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ab_parts.py"), "--threads", "1"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert whole.returncode == 2 and "nothing to compare: passes stay whole here" in whole.stderr

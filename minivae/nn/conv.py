@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from minivae import kernels
+from minivae import kernels, threads
 from minivae.backend import get_array_module, resolve_dtype
 from minivae.nn.init import init_weight_bias
 from minivae.nn.module import Module, pad2d
@@ -64,7 +64,8 @@ def im2col(x: Any, kh: int, kw: int, sh: int, sw: int) -> Any:
 
     cols[c, i, j, r, q, n] = x[n, c, i + sh*r, j + sw*q]: every entry is a fixed number of bytes away
     from x's first one, so the 6-D "window view" below reads x in place with strides (no copy), and a
-    single copy lays it out as the column matrix. (im2col_loop does the same with one slice per offset.)
+    single copy lays it out as the column matrix, its channels split over the BLAS threads' cores
+    (threads.in_parts). (im2col_loop does the same with one slice per offset.)
     """
     xp = get_array_module(x)
     n, c, h, w = x.shape
@@ -73,7 +74,13 @@ def im2col(x: Any, kh: int, kw: int, sh: int, sw: int) -> Any:
     windows = xp.lib.stride_tricks.as_strided(
         x, shape=(c, kh, kw, ho, wo, n), strides=(s_c, s_h, s_w, sh * s_h, sw * s_w, s_n)
     )
-    return xp.ascontiguousarray(windows).reshape(c * kh * kw, ho * wo * n)
+    cols = xp.empty(windows.shape, dtype=x.dtype)
+
+    def copy(channels: slice) -> None:
+        cols[channels] = windows[channels]
+
+    threads.in_parts(copy, c, cols)
+    return cols.reshape(c * kh * kw, ho * wo * n)
 
 
 def im2col_loop(x: Any, kh: int, kw: int, sh: int, sw: int) -> Any:
@@ -92,8 +99,8 @@ def im2col_loop(x: Any, kh: int, kw: int, sh: int, sw: int) -> Any:
 
 def col2im(cols: Any, x_shape: tuple[int, int, int, int], kh: int, kw: int, sh: int, sw: int) -> Any:
     """Adjoint of im2col: cols (C*kh*kw, Ho*Wo*N) -> x (N, C, H, W), batch-last in memory, overlapping
-    entries summed.
-    On CuPy the same sums run as one kernel (minivae.kernels.col2im) instead of a fill and kh*kw adds."""
+    entries summed; each channel's sums on its own, so the channels split over the BLAS threads' cores
+    (threads.in_parts). On CuPy they run as one kernel (minivae.kernels.col2im) instead of kh*kw adds."""
     xp = get_array_module(cols)
     if kernels.use(xp):
         return kernels.col2im(cols, x_shape, kh, kw, sh, sw)
@@ -101,9 +108,13 @@ def col2im(cols: Any, x_shape: tuple[int, int, int, int], kh: int, kw: int, sh: 
     ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
     cols = cols.reshape(c, kh, kw, ho, wo, n)
     xt = xp.zeros((c, h, w, n), dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            xt[:, i : i + sh * ho : sh, j : j + sw * wo : sw] += cols[:, i, j]
+
+    def add(channels: slice) -> None:
+        for i in range(kh):
+            for j in range(kw):
+                xt[channels, i : i + sh * ho : sh, j : j + sw * wo : sw] += cols[channels, i, j]
+
+    threads.in_parts(add, c, cols)
     return xt.transpose(3, 0, 1, 2)  # (N, C, H, W)
 
 
