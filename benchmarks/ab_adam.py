@@ -13,6 +13,9 @@ in the same order). A --block larger than every parameter is the in-place form w
 
 from __future__ import annotations
 
+import minivae  # noqa: F401  first: before NumPy loads OpenBLAS, as in `minivae train` (minivae.threads)
+
+# isort: split
 import argparse
 import math
 import statistics

@@ -34,6 +34,9 @@ after it. The training step needs no such warm-up: its own products do it.
 
 from __future__ import annotations
 
+import minivae  # noqa: F401  first: before NumPy loads OpenBLAS, as in `minivae train` (minivae.threads)
+
+# isort: split
 import argparse
 import statistics
 import time
