@@ -1,5 +1,5 @@
 """Interleaved A/B of NumPy's passes in parts on the BLAS threads' cores (minivae.threads.in_parts: im2col's
-copy, col2im's adds, the BCE's rows) against the same passes whole, inside the whole training step.
+copy, col2im's adds, the BCE's rows, Adam's update) against the same passes whole, inside the training step.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/ab_parts.py --arch mlp conv --batch 32 128 256
 

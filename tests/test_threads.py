@@ -241,10 +241,11 @@ def test_in_parts_works_in_a_forked_child(parts):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_passes_in_parts_are_bit_identical_to_whole_passes(dtype, parts):
-    """im2col's copy, col2im's adds and the BCE's rows, in 3 parts (uneven) against whole, on batch-last
-    and on (N, C, H, W)-contiguous input."""
+    """im2col's copy, col2im's adds, the BCE's rows and Adam's update, in 3 parts (uneven) against whole,
+    on batch-last and on (N, C, H, W)-contiguous input."""
     from minivae.nn.conv import batch_last, col2im, im2col
     from minivae.nn.losses import bce_with_logits
+    from minivae.nn.optim import adam_in_parts
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 7, 9, 8)).astype(dtype)
@@ -259,6 +260,9 @@ def test_passes_in_parts_are_bit_identical_to_whole_passes(dtype, parts):
             + list(bce_with_logits(logits, target))
             + list(bce_with_logits(batch_last(logits), target, "mean"))
         )
+        p, g, m, v = (np.random.default_rng(i).standard_normal((101, 7)).astype(dtype) for i in range(4))
+        adam_in_parts(p, g, m, v * v, 0.9, 0.999, 0.19, 0.002, 1e-3, 1e-8)  # v * v: a variance, >= 0
+        results[-1].append(p)
     for whole, in_parts in zip(*results):
         np.testing.assert_array_equal(in_parts, whole)
 
