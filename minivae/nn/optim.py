@@ -189,8 +189,9 @@ def adam_in_parts(p, g, m, v, b1, b2, bc1, bc2, lr, eps) -> None:
     Cut into parts, each part runs as one slice: two threads hand Python's lock to each other around
     every NumPy call, and a call on 32,768 elements is too short to hide that. On the 2-core AVX2 CPU a
     784 x 400 weight's update took 1.13 ms whole in slices, 1.19 ms in two parts of slices and 0.88 ms
-    in two parts of one slice each; the MLP step 0.89, 0.94 and 0.96 of its time at batch 32, 128 and
-    256 (docs/performance.md).
+    in two parts of one slice each (docs/performance.md); the MLP step took 0.89, 0.94 and 0.96 of its
+    time at batch 32, 128 and 256 with this update in parts against it whole, the other passes in parts
+    in both (an interleaved A/B in one process, 2026-12-06).
     """
     flat = [a.reshape(-1) for a in (p, g, m, v)]  # views of p, m, v (g may be a copy: it is only read)
 
